@@ -1,0 +1,323 @@
+/*
+ * api_users.c — accounts: register, login, the caller's own views, member
+ * administration and API keys.
+ *
+ * Password hashing (PBKDF2) runs on the HTTP thread before the command is
+ * proposed, so the command carries salt and hash and apply() stays free
+ * of randomness. Failed logins are throttled per email address.
+ */
+#include "net/internal.h"
+
+#include <openssl/crypto.h>
+#include <stdlib.h>
+#include <string.h>
+
+int h_register(req_ctx *c, const core_uuid *unused)
+{
+    static const char *const allowed[] = {"email", "password", "name", NULL};
+    json_t *o = body_object(c, allowed);
+    core_str email, pw, name;
+    cmd cm = {.type = CMD_USER_CREATE};
+    int rc;
+
+    if (!o)
+        return -1;
+    if (body_str(c, o, "email", 1, 3, CORE_MAX_EMAIL, &email) || body_str(c, o, "password", 1, 8, 128, &pw) ||
+        body_str(c, o, "name", 1, 1, CORE_MAX_NAME, &name))
+        goto out;
+    if (!memchr(email.p, '@', email.len) || email.p[0] == '@' || email.p[email.len - 1] == '@' ||
+        memchr(email.p, ' ', email.len)) {
+        reply_problem(c, 422, "validation", "email must look like name@domain", "email");
+        goto out;
+    }
+    cm.u.user_create.email = email;
+    cm.u.user_create.name = name;
+    cm.u.user_create.role = ROLE_MEMBER;
+    cm.u.user_create.plan = PLAN_STANDARD;
+    cm.u.user_create.iterations = c->a->srv->cfg->password_iterations;
+    if (core_uuid_v7(&cm.u.user_create.id, core_now_ms()) || auth_random(cm.u.user_create.salt, 16) ||
+        auth_password_hash(pw.p, pw.len, cm.u.user_create.salt, cm.u.user_create.iterations,
+                           cm.u.user_create.hash)) {
+        reply_problem(c, 500, "internal", "could not hash the password", NULL);
+        goto out;
+    }
+    c->who.authenticated = 0;
+    memset(&c->who.id, 0, sizeof c->who.id);
+    c->who.role = ROLE_MEMBER;
+    rc = propose(c, &cm);
+    json_decref(o);
+    return rc;
+out:
+    json_decref(o);
+    return -1;
+}
+
+int h_login(req_ctx *c, const core_uuid *unused)
+{
+    static const char *const allowed[] = {"email", "password", NULL};
+    http_server *s = c->a->srv;
+    json_t *o = body_object(c, allowed);
+    core_str email, pw;
+    char lower[CORE_MAX_EMAIL + 8], sub[37], ra[16], *tok = NULL;
+    MDB_val v;
+    core_uuid uid;
+    int retry, ok = 0;
+
+    if (!o)
+        return -1;
+    if (body_str(c, o, "email", 1, 1, CORE_MAX_EMAIL, &email) || body_str(c, o, "password", 1, 1, 1024, &pw))
+        goto out;
+    if (strcmp(s->cfg->jwt.alg, "HS256") != 0) {
+        reply_problem(c, 403, "forbidden", "tokens come from the configured identity provider", NULL);
+        goto out;
+    }
+    memcpy(lower, "login:", 6);
+    for (uint32_t i = 0; i < email.len; i++)
+        lower[6 + i] = (email.p[i] >= 'A' && email.p[i] <= 'Z') ? (char)(email.p[i] + 32) : email.p[i];
+    if (!rl_take(s->login_limiter, lower, 6 + email.len, core_mono_ns(), &retry)) {
+        snprintf(ra, sizeof ra, "%d", retry);
+        evhttp_add_header(evhttp_request_get_output_headers(c->req), "Retry-After", ra);
+        reply_problem(c, 429, "rate-limited", "too many failed logins for this account; retry later", NULL);
+        goto out;
+    }
+    if (store_get(read_txn(c), DB_EMAILS, lower + 6, email.len, &v) == 0 && v.mv_size == 16) {
+        memcpy(uid.b, v.mv_data, 16);
+        if (store_get(read_txn(c), DB_CREDS, uid.b, 16, &v) == 0 && v.mv_size == 52) {
+            const uint8_t *cr = v.mv_data;
+            ok = auth_password_verify(pw.p, pw.len, cr, store_rd32(cr + 48), cr + 16) == 1;
+        }
+    }
+    if (!ok) {
+        reply_problem(c, 401, "unauthorized", "wrong email or password", NULL);
+        goto out;
+    }
+    rl_reset(s->login_limiter, lower, 6 + email.len);
+    principal p = {0};
+    if (store_get(read_txn(c), DB_USERS, uid.b, 16, &v) == 0)
+        principal_from_user(&p, &v);
+    core_uuid_fmt(&uid, sub);
+    if (auth_sign_hs256(s->signing_key, 32, sub, core_role_name(p.role), core_plan_name(p.plan),
+                        s->cfg->jwt.issuer[0] ? s->cfg->jwt.issuer : NULL,
+                        s->cfg->jwt.audience[0] ? s->cfg->jwt.audience : NULL, core_now_ms() / 1000,
+                        s->cfg->jwt.ttl_s, &tok) < 0) {
+        reply_problem(c, 500, "internal", "could not sign a token", NULL);
+        goto out;
+    }
+    struct evbuffer *b = evhttp_request_get_output_buffer(c->req);
+    evbuffer_add_printf(b, "{\"access_token\":\"%s\",\"token_type\":\"Bearer\",\"expires_in\":%d}", tok,
+                        s->cfg->jwt.ttl_s);
+    OPENSSL_cleanse(tok, strlen(tok));
+    free(tok);
+    reply_buf(c, 200, "application/json", b);
+out:
+    json_decref(o);
+    return -1;
+}
+
+/* the stored user view of id, or 404 */
+static int reply_user(req_ctx *c, const core_uuid *id)
+{
+    MDB_val v;
+    if (store_get(read_txn(c), DB_USERS, id->b, 16, &v))
+        return reply_problem(c, 404, "not-found", "no such user", NULL);
+    reply_json(c, 200, v.mv_data, v.mv_size);
+    return 0;
+}
+
+int h_me(req_ctx *c, const core_uuid *unused) { return reply_user(c, &c->who.id); }
+
+/* members see only themselves; others' ids answer 404 so ids can't be probed */
+static int may_see_user(req_ctx *c, const core_uuid *id)
+{
+    if (c->who.role == ROLE_MEMBER && memcmp(c->who.id.b, id->b, 16) != 0) {
+        reply_problem(c, 404, "not-found", "no such user", NULL);
+        return 0;
+    }
+    return 1;
+}
+
+int h_user_get(req_ctx *c, const core_uuid *id)
+{
+    if (!may_see_user(c, id))
+        return -1;
+    return reply_user(c, id);
+}
+
+/* lists a user's loans, newest first; status: 'a', 'r' or 0 for all */
+static int list_loans(req_ctx *c, const core_uuid *uid)
+{
+    const char *st = query_get(c, "status"), *lim = query_get(c, "limit");
+    int want = 0;
+    long limit = 100;
+    struct evbuffer *b = evhttp_request_get_output_buffer(c->req);
+    store_txn *t = read_txn(c);
+    MDB_cursor *cur;
+    uint8_t k[32];
+    MDB_val key, val;
+    int rc, n = 0;
+
+    if (st && strcmp(st, "active") == 0)
+        want = 'a';
+    else if (st && strcmp(st, "returned") == 0)
+        want = 'r';
+    else if (st && strcmp(st, "all") != 0)
+        return reply_problem(c, 422, "validation", "status must be active, returned or all", "status");
+    if (lim) {
+        char *end;
+        limit = strtol(lim, &end, 10);
+        if (*end || limit < 1 || limit > 1000)
+            return reply_problem(c, 422, "validation", "limit must be from 1 to 1000", "limit");
+    }
+    memcpy(k, uid->b, 16);
+    memset(k + 16, 0xff, 16);
+    if (mdb_cursor_open(t->txn, store_dbi(t->st, DB_ULOANS), &cur))
+        return reply_problem(c, 503, "unavailable", "the store cannot be read", NULL);
+    key.mv_data = k;
+    key.mv_size = 32;
+    rc = mdb_cursor_get(cur, &key, &val, MDB_SET_RANGE);
+    rc = rc == 0 ? mdb_cursor_get(cur, &key, &val, MDB_PREV) : mdb_cursor_get(cur, &key, &val, MDB_LAST);
+    evbuffer_add(b, "{\"items\":[", 10);
+    while (rc == 0 && key.mv_size == 32 && memcmp(key.mv_data, uid->b, 16) == 0 && n < limit) {
+        MDB_val loan;
+        if ((!want || (val.mv_size == 1 && *(const char *)val.mv_data == want)) &&
+            store_get(t, DB_LOANS, (const uint8_t *)key.mv_data + 16, 16, &loan) == 0) {
+            if (n++)
+                evbuffer_add(b, ",", 1);
+            evbuffer_add(b, loan.mv_data, loan.mv_size);
+        }
+        rc = mdb_cursor_get(cur, &key, &val, MDB_PREV);
+    }
+    mdb_cursor_close(cur);
+    evbuffer_add(b, "]}", 2);
+    reply_buf(c, 200, "application/json", b);
+    return 0;
+}
+
+int h_me_loans(req_ctx *c, const core_uuid *unused) { return list_loans(c, &c->who.id); }
+
+int h_user_loans(req_ctx *c, const core_uuid *id)
+{
+    MDB_val v;
+    if (!may_see_user(c, id))
+        return -1;
+    if (store_get(read_txn(c), DB_USERS, id->b, 16, &v))
+        return reply_problem(c, 404, "not-found", "no such user", NULL);
+    return list_loans(c, id);
+}
+
+int h_me_holds(req_ctx *c, const core_uuid *unused)
+{
+    struct evbuffer *b = evhttp_request_get_output_buffer(c->req);
+    store_txn *t = read_txn(c);
+    MDB_cursor *cur;
+    MDB_val key = {16, c->who.id.b}, val;
+    int rc, n = 0;
+
+    if (mdb_cursor_open(t->txn, store_dbi(t->st, DB_UHOLDS), &cur))
+        return reply_problem(c, 503, "unavailable", "the store cannot be read", NULL);
+    evbuffer_add(b, "{\"items\":[", 10);
+    rc = mdb_cursor_get(cur, &key, &val, MDB_SET_RANGE);
+    while (rc == 0 && key.mv_size == 32 && memcmp(key.mv_data, c->who.id.b, 16) == 0 && n < 1000) {
+        MDB_val h;
+        size_t len;
+        char *view;
+        if (store_get(t, DB_HOLDS, (const uint8_t *)key.mv_data + 16, 16, &h) == 0 &&
+            (view = apply_hold_render(t, h.mv_data, h.mv_size, &len)) != NULL) {
+            if (n++)
+                evbuffer_add(b, ",", 1);
+            evbuffer_add(b, view, len);
+            free(view);
+        }
+        rc = mdb_cursor_get(cur, &key, &val, MDB_NEXT);
+    }
+    mdb_cursor_close(cur);
+    evbuffer_add(b, "]}", 2);
+    reply_buf(c, 200, "application/json", b);
+    return 0;
+}
+
+int h_user_patch(req_ctx *c, const core_uuid *id)
+{
+    static const char *const allowed[] = {"status", "plan", "role", "name", NULL};
+    cmd cm = {.type = CMD_USER_UPDATE};
+    json_t *o;
+    int v, rc;
+
+    if (require_role(c, ROLES_ANY))
+        return -1;
+    if (c->who.role == ROLE_MEMBER) {
+        if (memcmp(c->who.id.b, id->b, 16) != 0)
+            return reply_problem(c, 404, "not-found", "no such user", NULL);
+        return reply_problem(c, 403, "forbidden", "members cannot change accounts", NULL);
+    }
+    if (!(o = body_object(c, allowed)))
+        return -1;
+    cm.u.user_update.id = *id;
+    if ((rc = body_enum(c, o, "status", 0, core_ustatus_parse, &v)) < 0)
+        goto out;
+    if (rc == 0) {
+        cm.u.user_update.mask |= UPD_STATUS;
+        cm.u.user_update.status = (uint8_t)v;
+    }
+    if ((rc = body_enum(c, o, "plan", 0, core_plan_parse, &v)) < 0)
+        goto out;
+    if (rc == 0) {
+        cm.u.user_update.mask |= UPD_PLAN;
+        cm.u.user_update.plan = (uint8_t)v;
+    }
+    if ((rc = body_enum(c, o, "role", 0, core_role_parse, &v)) < 0)
+        goto out;
+    if (rc == 0) {
+        cm.u.user_update.mask |= UPD_ROLE;
+        cm.u.user_update.role = (uint8_t)v;
+    }
+    if ((rc = body_str(c, o, "name", 0, 1, CORE_MAX_NAME, &cm.u.user_update.name)) < 0)
+        goto out;
+    if (rc == 0)
+        cm.u.user_update.mask |= UPD_NAME;
+    if (!cm.u.user_update.mask) {
+        reply_problem(c, 422, "validation", "nothing to change", NULL);
+        goto out;
+    }
+    if (c->who.role != ROLE_ADMIN && (cm.u.user_update.mask & ~UPD_STATUS)) {
+        reply_problem(c, 403, "forbidden", "only admins change role, plan or name", NULL);
+        goto out;
+    }
+    rc = propose(c, &cm);
+    json_decref(o);
+    return rc;
+out:
+    json_decref(o);
+    return -1;
+}
+
+int h_apikey_create(req_ctx *c, const core_uuid *unused)
+{
+    static const char *const allowed[] = {"name", "role", NULL};
+    cmd cm = {.type = CMD_APIKEY_CREATE};
+    json_t *o;
+    int role = ROLE_SERVICE, rc;
+
+    if (require_role(c, 1u << ROLE_ADMIN))
+        return -1;
+    if (!(o = body_object(c, allowed)))
+        return -1;
+    if (body_str(c, o, "name", 1, 1, CORE_MAX_KEYNAME, &cm.u.apikey.name) ||
+        (rc = body_enum(c, o, "role", 0, core_role_parse, &role)) < 0)
+        goto out;
+    if (role != ROLE_SERVICE && role != ROLE_LIBRARIAN) {
+        reply_problem(c, 422, "validation", "role must be service or librarian", "role");
+        goto out;
+    }
+    cm.u.apikey.role = (uint8_t)role;
+    if (core_uuid_v7(&cm.u.apikey.id, core_now_ms()) || auth_apikey_new(c->secret, cm.u.apikey.hash) < 0) {
+        reply_problem(c, 500, "internal", "could not create a key", NULL);
+        goto out;
+    }
+    rc = propose(c, &cm);
+    json_decref(o);
+    return rc;
+out:
+    json_decref(o);
+    return -1;
+}

@@ -1,0 +1,108 @@
+/*
+ * persist — the LMDB store: replicated state, its indexes and the log.
+ *
+ * One environment holds named databases. Keys are binary (16-byte UUIDs,
+ * big-endian integers) so B-tree order is the order we read in: a user's
+ * loans are the range [user id, user id + 1) and, because loan ids are
+ * UUIDv7, that range is in checkout order. Records that clients read are
+ * stored as their exact JSON view, so a read copies bytes out of the map.
+ *
+ * Only one thread writes (the writer/raft actor, or a CLI command holding
+ * LMDB's writer lock). Readers use MDB_NOTLS read transactions that each
+ * HTTP thread renews per request.
+ */
+#ifndef CIRCA_STORE_H
+#define CIRCA_STORE_H
+
+#include <lmdb.h>
+#include <stddef.h>
+#include <stdint.h>
+
+enum store_db {
+    DB_META,      /* name -> value (applied index, signing key, policy, counters) */
+    DB_LOG,       /* index u64 BE -> encoded command */
+    DB_USERS,     /* user id -> user JSON view */
+    DB_CREDS,     /* user id -> salt[16] hash[32] iterations u32 */
+    DB_EMAILS,    /* lowercase email -> user id */
+    DB_APIKEYS,   /* sha256(key) -> api key JSON view (no secret) */
+    DB_RES,       /* resource id -> resource JSON view */
+    DB_RES_TYPE,  /* type u8 + resource id -> "" */
+    DB_LOANS,     /* loan id -> loan JSON view */
+    DB_ULOANS,    /* user id + loan id -> status byte 'a' | 'r' */
+    DB_UACTIVE,   /* user id + loan id -> resource id (active loans) */
+    DB_COPIES,    /* resource id + copy u32 BE -> 'L'|'H' + loan or hold id */
+    DB_DUE,       /* due unix s u64 BE + loan id -> "" (active loans) */
+    DB_HOLDS,     /* hold id -> hold JSON view (position computed on read) */
+    DB_RHOLDS,    /* resource id + seq u64 BE + hold id -> 'w' | 'r' */
+    DB_UHOLDS,    /* user id + hold id -> resource id */
+    DB_HREADY,    /* ready_until u64 BE + hold id -> "" */
+    DB_IDEM,      /* actor id + key -> req_hash[32] ts u64 status u16 problem u8 body */
+    DB_IDEM_TIME, /* ts u64 BE + actor id + key -> "" */
+    DB_STAT_DAY,  /* "YYYY-MM-DD" -> checkouts u64, returns u64 */
+    DB_STAT_RES,  /* resource id -> checkouts u64 */
+    DB__COUNT
+};
+
+typedef struct store store;
+
+typedef struct store_txn {
+    MDB_txn *txn;
+    store *st;
+} store_txn;
+
+typedef struct store_info {
+    uint64_t map_size;
+    uint64_t used_bytes;
+    uint64_t applied_index;
+} store_info;
+
+/* flags for store_open */
+enum { STORE_RDONLY = 1, STORE_NOSYNC = 2 };
+
+int store_open(const char *dir, uint64_t map_size, int flags, store **out);
+void store_close(store *st);
+MDB_dbi store_dbi(const store *st, int db);
+MDB_env *store_env(const store *st);
+
+int store_begin(store *st, int write, store_txn *t);
+int store_commit(store_txn *t);
+void store_abort(store_txn *t);
+/* read transactions reused by one thread: begin once, then reset/renew */
+int store_renew(store_txn *t);
+void store_reset(store_txn *t);
+
+/* 0, CORE_ENOENT, CORE_ERANGE (map full) or CORE_EIO */
+int store_get(store_txn *t, int db, const void *k, size_t kl, MDB_val *v);
+int store_put(store_txn *t, int db, const void *k, size_t kl, const void *v, size_t vl);
+int store_del(store_txn *t, int db, const void *k, size_t kl);
+
+uint64_t store_meta_u64(store_txn *t, const char *name);
+int store_meta_put_u64(store_txn *t, const char *name, uint64_t v);
+
+int store_info_get(store *st, store_info *info);
+/* hot, compacted copy into dir (created if missing) */
+int store_backup(store *st, const char *dir);
+
+static inline void store_be64(uint8_t *p, uint64_t v)
+{
+    for (int i = 7; i >= 0; i--, v >>= 8)
+        p[i] = (uint8_t)v;
+}
+static inline uint64_t store_rd64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v = v << 8 | p[i];
+    return v;
+}
+static inline void store_be32(uint8_t *p, uint32_t v)
+{
+    for (int i = 3; i >= 0; i--, v >>= 8)
+        p[i] = (uint8_t)v;
+}
+static inline uint32_t store_rd32(const uint8_t *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+#endif

@@ -1,0 +1,305 @@
+/*
+ * repl.c — the one-member log: a writer actor that group-commits.
+ *
+ * The thread sleeps on its inbox's eventfd (libevent). Each wake-up takes
+ * every queued proposal (up to REPL_MAX_BATCH), opens one write
+ * transaction, and for each: appends it to DB_LOG at the next index and
+ * applies it inside a nested transaction, so a command that fails on
+ * storage leaves neither its log entry nor half its effects. One commit
+ * (one fsync) makes the whole batch durable; only then are answers sent,
+ * so nothing is acknowledged before it is on disk. A timer proposes
+ * CMD_TICK so held copies expire while the node is idle.
+ */
+#include "replication/repl.h"
+
+#include <event2/event.h>
+#include <openssl/rand.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define REPL_MAX_BATCH 4096
+#define LOG_KEEP 100000
+#define TICK_S 30
+
+struct repl {
+    store *st;
+    core_inbox *in;
+    struct event_base *base;
+    struct event *wake, *tick;
+    pthread_t thread;
+    core_msg stop_msg;
+    int stopping;
+    repl_req *batch[REPL_MAX_BATCH];
+    _Atomic uint64_t batches, commands;
+    _Atomic uint64_t hist[REPL_HIST_BUCKETS];
+};
+
+enum { MSG_REQ = 1, MSG_STOP = 2 };
+
+/* appends c at the next index and applies it inside a nested transaction */
+static int log_apply(store_txn *parent, const uint8_t *enc, size_t len, const cmd *c, apply_result *res,
+                     uint64_t *index)
+{
+    store_txn child = {.st = parent->st};
+    uint8_t k[8];
+    uint64_t idx;
+    int rc;
+
+    if (mdb_txn_begin(store_env(parent->st), parent->txn, 0, &child.txn))
+        return CORE_EIO;
+    idx = store_meta_u64(&child, "log_last") + 1;
+    store_be64(k, idx);
+    if ((rc = store_put(&child, DB_LOG, k, 8, enc, len)) || (rc = store_meta_put_u64(&child, "log_last", idx)) ||
+        (rc = apply(&child, idx, c, res))) {
+        store_abort(&child);
+        apply_result_clear(res);
+        return rc;
+    }
+    if (store_commit(&child)) {
+        apply_result_clear(res);
+        return CORE_EIO;
+    }
+    *index = idx;
+    return 0;
+}
+
+/* keeps the newest LOG_KEEP entries; deletes at most `max` per call */
+static void log_trim(store_txn *t, int max)
+{
+    uint64_t last = store_meta_u64(t, "log_last"), first = store_meta_u64(t, "log_first");
+    uint8_t k[8];
+    if (!first)
+        first = 1;
+    while (max-- > 0 && last > LOG_KEEP && first <= last - LOG_KEEP) {
+        store_be64(k, first);
+        store_del(t, DB_LOG, k, 8);
+        first++;
+    }
+    store_meta_put_u64(t, "log_first", first);
+}
+
+static void fail_result(apply_result *res, int rc)
+{
+    apply_result_clear(res);
+    res->status = rc == CORE_ERANGE ? 503 : 500;
+    res->problem = 1;
+    res->body = core_problem(res->status, rc == CORE_ERANGE ? "unavailable" : "internal",
+                             rc == CORE_ERANGE ? "the store is full" : "the write could not be stored", NULL,
+                             &res->body_len);
+}
+
+int repl_apply_local(store *st, const cmd *c, apply_result *res)
+{
+    store_txn t;
+    core_buf enc = {0};
+    uint64_t idx;
+    int rc;
+
+    if ((rc = cmd_encode(c, &enc)))
+        return rc;
+    if ((rc = store_begin(st, 1, &t))) {
+        core_buf_free(&enc);
+        return rc;
+    }
+    rc = log_apply(&t, enc.p, enc.len, c, res, &idx);
+    core_buf_free(&enc);
+    if (rc) {
+        store_abort(&t);
+        return rc;
+    }
+    if (store_commit(&t)) {
+        apply_result_clear(res);
+        return CORE_EIO;
+    }
+    return 0;
+}
+
+static void record_batch(repl *r, int n)
+{
+    int b = 0;
+    while (b < REPL_HIST_BUCKETS - 1 && n > (1 << b))
+        b++;
+    atomic_fetch_add(&r->hist[b], 1);
+    atomic_fetch_add(&r->batches, 1);
+    atomic_fetch_add(&r->commands, (uint64_t)n);
+}
+
+static void run_batch(repl *r, int n)
+{
+    store_txn t;
+    int rc = store_begin(r->st, 1, &t);
+
+    for (int i = 0; i < n; i++) {
+        repl_req *q = r->batch[i];
+        cmd c;
+        memset(&q->res, 0, sizeof q->res);
+        if (rc) {
+            fail_result(&q->res, rc);
+            continue;
+        }
+        if (cmd_decode(q->cmd.p, q->cmd.len, &c)) {
+            fail_result(&q->res, CORE_EINVAL);
+            continue;
+        }
+        int arc = log_apply(&t, q->cmd.p, q->cmd.len, &c, &q->res, &q->index);
+        if (arc) {
+            core_log(LOG_ERROR, "command not applied", "\"type\":%d,\"rc\":%d", c.type, arc);
+            fail_result(&q->res, arc);
+        }
+    }
+    if (rc == 0) {
+        log_trim(&t, n);
+        if (store_commit(&t)) {
+            core_log(LOG_ERROR, "batch commit failed", "\"commands\":%d", n);
+            for (int i = 0; i < n; i++)
+                fail_result(&r->batch[i]->res, CORE_EIO);
+        }
+    }
+    record_batch(r, n);
+    for (int i = 0; i < n; i++)
+        core_inbox_push(r->batch[i]->reply_to, &r->batch[i]->link);
+}
+
+static void on_wake(evutil_socket_t fd, short what, void *arg)
+{
+    repl *r = arg;
+    core_msg *m;
+    int n = 0;
+
+    core_inbox_ack(r->in);
+    while ((m = core_inbox_pop(r->in)) != NULL) {
+        if (m->type == MSG_STOP) {
+            r->stopping = 1;
+            continue;
+        }
+        r->batch[n++] = (repl_req *)m;
+        if (n == REPL_MAX_BATCH) {
+            run_batch(r, n);
+            n = 0;
+        }
+    }
+    if (n)
+        run_batch(r, n);
+    if (r->stopping)
+        event_base_loopbreak(r->base);
+}
+
+static void on_tick(evutil_socket_t fd, short what, void *arg)
+{
+    repl *r = arg;
+    cmd c = {.type = CMD_TICK, .ts_ms = core_now_ms(), .actor_role = ROLE_SERVICE};
+    apply_result res;
+    if (repl_apply_local(r->st, &c, &res) == 0)
+        apply_result_clear(&res);
+}
+
+static void *writer_main(void *arg)
+{
+    repl *r = arg;
+    event_base_dispatch(r->base);
+    return NULL;
+}
+
+int repl_prepare(store *st, const core_config *cfg)
+{
+    store_txn t;
+    MDB_val v;
+    apply_result res;
+    uint8_t pol[20];
+    int have_key, same_policy, rc;
+
+    if ((rc = store_begin(st, 0, &t)))
+        return rc;
+    have_key = store_get(&t, DB_META, "signing_key", 11, &v) == 0;
+    store_be32(pol, cfg->policy.loan_days);
+    store_be32(pol + 4, cfg->policy.max_renewals);
+    store_be32(pol + 8, cfg->policy.max_loans);
+    store_be32(pol + 12, cfg->policy.max_loans_premium);
+    store_be32(pol + 16, cfg->policy.pickup_days);
+    same_policy = store_get(&t, DB_META, "policy", 6, &v) == 0 && v.mv_size == 20 && memcmp(v.mv_data, pol, 20) == 0;
+    store_abort(&t);
+    if (!have_key) {
+        cmd c = {.type = CMD_BOOTSTRAP, .ts_ms = core_now_ms(), .actor_role = ROLE_SERVICE};
+        if (RAND_bytes(c.u.bootstrap.key, 32) != 1)
+            return CORE_EIO;
+        rc = repl_apply_local(st, &c, &res);
+        OPENSSL_cleanse(c.u.bootstrap.key, 32);
+        if (rc)
+            return rc;
+        apply_result_clear(&res);
+        core_log(LOG_INFO, "bootstrapped a new cluster with a generated signing key", NULL);
+    }
+    if (!same_policy) {
+        cmd c = {.type = CMD_POLICY, .ts_ms = core_now_ms(), .actor_role = ROLE_SERVICE, .u.policy = cfg->policy};
+        if ((rc = repl_apply_local(st, &c, &res)))
+            return rc;
+        apply_result_clear(&res);
+    }
+    return 0;
+}
+
+int repl_start(store *st, const core_config *cfg, repl **out)
+{
+    struct timeval tv = {TICK_S, 0};
+    repl *r;
+    int rc;
+
+    if ((rc = repl_prepare(st, cfg)))
+        return rc;
+    r = calloc(1, sizeof *r);
+    if (!r)
+        return CORE_ENOMEM;
+    r->st = st;
+    r->stop_msg.type = MSG_STOP;
+    if (!(r->in = core_inbox_new()) || !(r->base = event_base_new()))
+        goto fail;
+    r->wake = event_new(r->base, core_inbox_fd(r->in), EV_READ | EV_PERSIST, on_wake, r);
+    r->tick = event_new(r->base, -1, EV_PERSIST, on_tick, r);
+    if (!r->wake || !r->tick || event_add(r->wake, NULL) || event_add(r->tick, &tv))
+        goto fail;
+    if (pthread_create(&r->thread, NULL, writer_main, r))
+        goto fail;
+    *out = r;
+    return 0;
+fail:
+    if (r->wake)
+        event_free(r->wake);
+    if (r->tick)
+        event_free(r->tick);
+    if (r->base)
+        event_base_free(r->base);
+    core_inbox_free(r->in);
+    free(r);
+    return CORE_EIO;
+}
+
+void repl_submit(repl *r, repl_req *q)
+{
+    q->link.type = MSG_REQ;
+    core_inbox_push(r->in, &q->link);
+}
+
+void repl_stop(repl *r)
+{
+    if (!r)
+        return;
+    core_inbox_push(r->in, &r->stop_msg);
+    pthread_join(r->thread, NULL);
+    event_free(r->wake);
+    event_free(r->tick);
+    event_base_free(r->base);
+    core_inbox_free(r->in);
+    free(r);
+}
+
+void repl_stats_get(repl *r, repl_stats *s)
+{
+    uint64_t cum = 0;
+    s->batches = atomic_load(&r->batches);
+    s->commands = atomic_load(&r->commands);
+    for (int i = 0; i < REPL_HIST_BUCKETS; i++) {
+        cum += atomic_load(&r->hist[i]);
+        s->hist[i] = cum;
+    }
+}
