@@ -14,6 +14,7 @@
 
 struct store {
     MDB_env *env;
+    int nosync;
     MDB_dbi dbi[DB__COUNT];
 };
 
@@ -47,6 +48,9 @@ int store_open(const char *dir, uint64_t map_size, int flags, store **out)
         envflags |= MDB_RDONLY;
     if (flags & STORE_NOSYNC)
         envflags |= MDB_NOSYNC;
+    else if (!(flags & STORE_RDONLY))
+        envflags |= MDB_NOMETASYNC;
+    st->nosync = (flags & STORE_NOSYNC) != 0;
     rc = mdb_env_open(st->env, dir, envflags, 0600);
     if (rc) {
         char d[256];
@@ -151,6 +155,13 @@ int store_meta_put_u64(store_txn *t, const char *name, uint64_t v)
     uint8_t b[8];
     store_be64(b, v);
     return store_put(t, DB_META, name, strlen(name), b, 8);
+}
+
+int store_sync(store *st)
+{
+    if (st->nosync)
+        return 0;
+    return mdb_env_sync(st->env, 1) ? CORE_EIO : 0;
 }
 
 int store_info_get(store *st, store_info *info)

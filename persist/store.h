@@ -56,7 +56,11 @@ typedef struct store_info {
     uint64_t applied_index;
 } store_info;
 
-/* flags for store_open */
+/* flags for store_open. Without STORE_NOSYNC the environment commits with
+ * MDB_NOMETASYNC: a commit fsyncs its data pages, and the new meta page is
+ * made durable by store_sync() (or the next commit's data sync). A writer
+ * therefore acknowledges a transaction only after store_sync() returned,
+ * and that sync can run on another thread while the next batch applies. */
 enum { STORE_RDONLY = 1, STORE_NOSYNC = 2 };
 
 int store_open(const char *dir, uint64_t map_size, int flags, store **out);
@@ -79,6 +83,8 @@ int store_del(store_txn *t, int db, const void *k, size_t kl);
 uint64_t store_meta_u64(store_txn *t, const char *name);
 int store_meta_put_u64(store_txn *t, const char *name, uint64_t v);
 
+/* makes every committed transaction durable (no-op with STORE_NOSYNC) */
+int store_sync(store *st);
 int store_info_get(store *st, store_info *info);
 /* hot, compacted copy into dir (created if missing) */
 int store_backup(store *st, const char *dir);

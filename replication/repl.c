@@ -6,9 +6,12 @@
  * transaction, and for each: appends it to DB_LOG at the next index and
  * applies it inside a nested transaction, so a command that fails on
  * storage leaves neither its log entry nor half its effects. One commit
- * (one fsync) makes the whole batch durable; only then are answers sent,
- * so nothing is acknowledged before it is on disk. A timer proposes
- * CMD_TICK so held copies expire while the node is idle.
+ * fsyncs the batch's pages; the sync thread then fsyncs once more for the
+ * meta page (MDB_NOMETASYNC, see store.h) and only then sends the answers,
+ * so nothing is acknowledged before it is on disk, while the writer is
+ * already applying the next batch: the two fsyncs of a batch overlap with
+ * the work of the next. A timer proposes CMD_TICK so held copies expire
+ * while the node is idle.
  */
 #include "replication/repl.h"
 
@@ -27,7 +30,12 @@ struct repl {
     core_inbox *in;
     struct event_base *base;
     struct event *wake, *tick;
-    pthread_t thread;
+    pthread_t thread, syncer;
+    /* committed batches waiting for the sync thread */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    repl_req *pending, **pending_tail;
+    int sync_stop;
     core_msg stop_msg;
     int stopping;
     repl_req *batch[REPL_MAX_BATCH];
@@ -108,7 +116,7 @@ int repl_apply_local(store *st, const cmd *c, apply_result *res)
         store_abort(&t);
         return rc;
     }
-    if (store_commit(&t)) {
+    if (store_commit(&t) || store_sync(st)) {
         apply_result_clear(res);
         return CORE_EIO;
     }
@@ -157,8 +165,43 @@ static void run_batch(repl *r, int n)
         }
     }
     record_batch(r, n);
-    for (int i = 0; i < n; i++)
-        core_inbox_push(r->batch[i]->reply_to, &r->batch[i]->link);
+    pthread_mutex_lock(&r->mu);
+    for (int i = 0; i < n; i++) {
+        r->batch[i]->next_in_batch = NULL;
+        *r->pending_tail = r->batch[i];
+        r->pending_tail = &r->batch[i]->next_in_batch;
+    }
+    pthread_cond_signal(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+}
+
+/* makes committed batches durable, then answers them */
+static void *syncer_main(void *arg)
+{
+    repl *r = arg;
+    for (;;) {
+        repl_req *q;
+        pthread_mutex_lock(&r->mu);
+        while (!r->pending && !r->sync_stop)
+            pthread_cond_wait(&r->cv, &r->mu);
+        q = r->pending;
+        r->pending = NULL;
+        r->pending_tail = &r->pending;
+        int stop = r->sync_stop;
+        pthread_mutex_unlock(&r->mu);
+        if (q && store_sync(r->st)) {
+            core_log(LOG_ERROR, "sync failed: answering the batch with errors", NULL);
+            for (repl_req *e = q; e; e = e->next_in_batch)
+                fail_result(&e->res, CORE_EIO);
+        }
+        while (q) {
+            repl_req *next = q->next_in_batch;
+            core_inbox_push(q->reply_to, &q->link);
+            q = next;
+        }
+        if (stop)
+            return NULL;
+    }
 }
 
 static void on_wake(evutil_socket_t fd, short what, void *arg)
@@ -239,6 +282,15 @@ int repl_prepare(store *st, const core_config *cfg)
     return 0;
 }
 
+static void stop_syncer(repl *r)
+{
+    pthread_mutex_lock(&r->mu);
+    r->sync_stop = 1;
+    pthread_cond_signal(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+    pthread_join(r->syncer, NULL);
+}
+
 int repl_start(store *st, const core_config *cfg, repl **out)
 {
     struct timeval tv = {TICK_S, 0};
@@ -252,14 +304,21 @@ int repl_start(store *st, const core_config *cfg, repl **out)
         return CORE_ENOMEM;
     r->st = st;
     r->stop_msg.type = MSG_STOP;
+    r->pending_tail = &r->pending;
+    pthread_mutex_init(&r->mu, NULL);
+    pthread_cond_init(&r->cv, NULL);
     if (!(r->in = core_inbox_new()) || !(r->base = event_base_new()))
         goto fail;
     r->wake = event_new(r->base, core_inbox_fd(r->in), EV_READ | EV_PERSIST, on_wake, r);
     r->tick = event_new(r->base, -1, EV_PERSIST, on_tick, r);
     if (!r->wake || !r->tick || event_add(r->wake, NULL) || event_add(r->tick, &tv))
         goto fail;
-    if (pthread_create(&r->thread, NULL, writer_main, r))
+    if (pthread_create(&r->syncer, NULL, syncer_main, r))
         goto fail;
+    if (pthread_create(&r->thread, NULL, writer_main, r)) {
+        stop_syncer(r);
+        goto fail;
+    }
     *out = r;
     return 0;
 fail:
@@ -270,6 +329,8 @@ fail:
     if (r->base)
         event_base_free(r->base);
     core_inbox_free(r->in);
+    pthread_mutex_destroy(&r->mu);
+    pthread_cond_destroy(&r->cv);
     free(r);
     return CORE_EIO;
 }
@@ -286,10 +347,13 @@ void repl_stop(repl *r)
         return;
     core_inbox_push(r->in, &r->stop_msg);
     pthread_join(r->thread, NULL);
+    stop_syncer(r);
     event_free(r->wake);
     event_free(r->tick);
     event_base_free(r->base);
     core_inbox_free(r->in);
+    pthread_mutex_destroy(&r->mu);
+    pthread_cond_destroy(&r->cv);
     free(r);
 }
 

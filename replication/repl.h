@@ -3,8 +3,8 @@
  *
  * Today the log has one member: the writer actor appends each command to
  * DB_LOG and applies it in the same LMDB write transaction, many commands
- * per transaction (group commit: one fsync per batch), then answers every
- * proposer through its inbox. Raft will take this actor's place behind the
+ * per transaction (group commit), then a sync thread makes the batch
+ * durable and answers every proposer through its inbox. Raft will take this actor's place behind the
  * same repl_submit() interface; apply() and the HTTP layer stay as they are.
  */
 #ifndef CIRCA_REPL_H
@@ -24,6 +24,7 @@ typedef struct repl_req {
     core_buf cmd; /* encoded command */
     apply_result res;
     uint64_t index;
+    struct repl_req *next_in_batch; /* writer's use */
 } repl_req;
 
 #define REPL_HIST_BUCKETS 13 /* batch sizes 1, 2, 4, ... 4096 */
