@@ -266,7 +266,9 @@ static void on_write_reply(req_ctx *c)
         reply_buf(c, 201, "application/json", b);
         return;
     }
-    reply_raw(c, r->status, r->problem ? "application/problem+json" : "application/json", r->body, r->body_len);
+    reply_raw(c, r->status,
+              r->status == 204 ? NULL : r->problem ? "application/problem+json" : "application/json", r->body,
+              r->body_len);
 }
 
 /* ---- authentication ---- */
@@ -420,6 +422,10 @@ static void dispatch(struct evhttp_request *req, void *arg)
         return;
     }
     c->route = found->id;
+    if (evbuffer_get_length(evhttp_request_get_input_buffer(req)) > a->srv->cfg->limits.max_body_bytes) {
+        reply_problem(c, 413, "payload-too-large", "the body is too large", NULL);
+        return;
+    }
     if (store_renew(&a->rtxn)) {
         reply_problem(c, 503, "unavailable", "the store cannot be read", NULL);
         return;
@@ -619,7 +625,9 @@ static int actor_init(http_server *s, http_actor *a, int id, char *err, size_t e
         snprintf(err, errlen, "out of memory");
         return HTTP_ECONFIG;
     }
-    evhttp_set_max_body_size(a->http, (ev_ssize_t)s->cfg->limits.max_body_bytes);
+    /* evhttp refuses bodies over twice the limit with its own (HTML) 413;
+     * dispatch() answers those between the limit and that with a problem */
+    evhttp_set_max_body_size(a->http, (ev_ssize_t)(2 * s->cfg->limits.max_body_bytes));
     evhttp_set_max_headers_size(a->http, (ev_ssize_t)s->cfg->limits.max_header_bytes);
     evhttp_set_timeout(a->http, 30);
     evhttp_set_allowed_methods(a->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_PUT | EVHTTP_REQ_PATCH |
