@@ -5,9 +5,9 @@
  * CIRCA_* environment < flags), the LMDB store, the writer actor, then the
  * HTTP actors. Signals are blocked in every thread and taken by the main
  * thread with sigwait(), so shutdown runs in one ordinary place: mark the
- * node draining, close listeners, wait for in-flight writes, stop the HTTP
- * actors, stop the writer (which applies what it already took), close
- * LMDB.
+ * node draining (new writes get 503), close listeners, wait for in-flight
+ * writes, stop the HTTP actors, stop the writer (which applies and answers
+ * what it already took), free the HTTP actors, close LMDB.
  */
 #include "core/core.h"
 #include "net/auth.h"
@@ -188,6 +188,7 @@ static int cmd_serve(int argc, char **argv)
                  http_inflight(hs));
     http_stop(hs);
     repl_stop(rp);
+    http_free(hs);
     store_close(st);
     core_log(LOG_INFO, "stopped", NULL);
     return 0;

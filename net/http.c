@@ -229,6 +229,10 @@ int propose(req_ctx *c, cmd *cm)
     const char *key = evhttp_find_header(evhttp_request_get_input_headers(c->req), "Idempotency-Key");
     int rc;
 
+    if (atomic_load(&c->a->srv->draining)) {
+        evhttp_add_header(evhttp_request_get_output_headers(c->req), "Retry-After", "1");
+        return reply_problem(c, 503, "unavailable", "this node is shutting down; retry on another", NULL);
+    }
     cm->ts_ms = core_now_ms();
     cm->actor = c->who.id;
     cm->actor_role = (uint8_t)c->who.role;
@@ -395,6 +399,8 @@ static void dispatch(struct evhttp_request *req, void *arg)
     c->a = a;
     c->start_ns = core_mono_ns();
     c->route = R_UNMATCHED;
+    if (atomic_load(&a->srv->draining))
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
     c->rq.cookie = c;
     c->rq.link.type = MSG_REPLY;
     path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
@@ -651,6 +657,15 @@ static int actor_init(http_server *s, http_actor *a, int id, char *err, size_t e
 
 static void actor_free(http_actor *a)
 {
+    core_msg *m;
+    /* answers that came back after the loop stopped: their connections
+     * are freed with the evhttp below */
+    while (a->in && (m = core_inbox_pop(a->in)) != NULL) {
+        if (m->type == MSG_REPLY)
+            reply_free((req_ctx *)((repl_req *)m)->cookie);
+        else
+            free(m);
+    }
     if (a->rtxn.txn)
         store_abort(&a->rtxn);
     if (a->wake)
@@ -766,11 +781,15 @@ long http_inflight(http_server *s) { return atomic_load(&s->inflight); }
 
 void http_stop(http_server *s)
 {
-    if (!s)
-        return;
     broadcast(s, MSG_STOP);
     for (int i = 0; i < s->nactors; i++)
         pthread_join(s->actors[i].thread, NULL);
+}
+
+void http_free(http_server *s)
+{
+    if (!s)
+        return;
     for (int i = 0; i < s->nactors; i++)
         actor_free(&s->actors[i]);
     free(s->actors);

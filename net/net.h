@@ -18,11 +18,14 @@ typedef struct http_server http_server;
 enum { HTTP_OK = 0, HTTP_EBIND = -20, HTTP_ECONFIG = -21 };
 
 int http_start(const core_config *cfg, store *st, repl *rp, http_server **out, char *err, size_t errlen);
-/* readyz answers 503 and listeners close; open connections keep working */
+/* readyz answers 503, listeners close, new writes answer 503 and every
+ * answer closes its connection; reads keep working */
 void http_drain(http_server *s);
 /* requests waiting on the writer */
 long http_inflight(http_server *s);
-/* stops the actor threads and frees s */
+/* stops the actor threads; the writer may still answer into their inboxes */
 void http_stop(http_server *s);
+/* after the writer stopped: drops late answers and frees s */
+void http_free(http_server *s);
 
 #endif
