@@ -68,8 +68,6 @@ int h_res_access(req_ctx *c, const core_uuid *rid)
 
     if (store_get(t, DB_RES, rid->b, 16, &res))
         return reply_problem(c, 404, "not-found", "no such resource", NULL);
-    if (c->who.status == USTATUS_BLOCKED)
-        return reply_problem(c, 403, "member-blocked", "this member is blocked", NULL);
     if (mdb_cursor_open(t->txn, store_dbi(t->st, DB_UACTIVE), &cur))
         return reply_problem(c, 503, "unavailable", "the store cannot be read", NULL);
     rc = mdb_cursor_get(cur, &key, &val, MDB_SET_RANGE);

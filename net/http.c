@@ -236,7 +236,8 @@ int propose(req_ctx *c, cmd *cm)
     cm->ts_ms = core_now_ms();
     cm->actor = c->who.id;
     cm->actor_role = (uint8_t)c->who.role;
-    if (key) {
+    /* keys are scoped by principal; an anonymous caller has none to scope by */
+    if (key && c->who.authenticated) {
         size_t klen = strlen(key);
         if (!idem_valid(key, klen))
             return reply_problem(c, 400, "validation", "Idempotency-Key must be 1 to 64 printable characters",
@@ -331,6 +332,9 @@ static int authenticate(req_ctx *c)
         principal_from_user(p, &v);
     else if (p->role == ROLE_MEMBER)
         return reply_problem(c, 401, "unauthorized", "the token's subject is not a registered user", NULL);
+    /* checked on every request, after the token cache: a block takes effect at once */
+    if (p->status == USTATUS_BLOCKED)
+        return reply_problem(c, 403, "member-blocked", "this account is blocked", NULL);
     p->authenticated = 1;
     return 0;
 }

@@ -98,3 +98,17 @@ def test_key_scoped_per_principal():
     hk = {"Idempotency-Key": _key()}
     expect(n.request("POST", "/v1/resources", body, token=l1, headers=hk), 201)
     expect(n.request("POST", "/v1/resources", body, token=l2, headers=hk), 409, "conflict")
+
+
+def test_anonymous_keys_are_not_shared():
+    # register is anonymous: a key has no principal to be scoped by, so it is
+    # ignored rather than letting one stranger replay another's answer
+    n = node()
+    h = {"Idempotency-Key": _key()}
+    a = expect(n.request("POST", "/v1/auth/register",
+                         {"email": "anon-a-%s@example.org" % uuid.uuid4().hex[:8], "password": "password-a",
+                          "name": "A"}, headers=h), 201)
+    b = expect(n.request("POST", "/v1/auth/register",
+                         {"email": "anon-b-%s@example.org" % uuid.uuid4().hex[:8], "password": "password-b",
+                          "name": "B"}, headers=h), 201)
+    assert a["id"] != b["id"] and a["email"] != b["email"], (a, b)
