@@ -597,7 +597,7 @@ static int idem_save(ctx *x)
 static int do_user_create(ctx *x)
 {
     const cmd *c = x->c;
-    char email[CORE_MAX_EMAIL + 1];
+    char email[4 * CORE_MAX_EMAIL + 1]; /* the decoder allows 4 bytes per character */
     uint8_t cred[52];
     json_t *u;
     char *s;

@@ -116,6 +116,8 @@ int cmd_encode(const cmd *c, core_buf *b)
 {
     int rc = 0;
 
+    if (c->ts_ms < 0 || c->ts_ms > CMD_MAX_TS_MS)
+        return CORE_ERANGE;
     rc |= put8(b, CMD_VERSION);
     rc |= put8(b, c->type);
     rc |= put64(b, (uint64_t)c->ts_ms);
@@ -210,6 +212,8 @@ int cmd_decode(const uint8_t *p, size_t len, cmd *c)
         return CORE_EINVAL;
     c->type = get8(&r);
     c->ts_ms = (int64_t)get64(&r);
+    if (c->ts_ms < 0 || c->ts_ms > CMD_MAX_TS_MS)
+        return CORE_EINVAL;
     getbytes(&r, c->actor.b, 16);
     getenum(&r, &c->actor_role, ROLE__COUNT);
     c->idem.len = get8(&r);

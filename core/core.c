@@ -98,20 +98,25 @@ int64_t core_mono_ns(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+/* years outside 0..9999 do not fit RFC 3339: clamp rather than overflow */
+static int utc(int64_t unix_s, struct tm *tm)
+{
+    time_t t = (time_t)(unix_s < 0 ? 0 : unix_s > CMD_MAX_TS_MS / 1000 ? CMD_MAX_TS_MS / 1000 : unix_s);
+    return gmtime_r(&t, tm) != NULL;
+}
+
 void core_fmt_time(int64_t unix_s, char out[21])
 {
     struct tm tm;
-    time_t t = (time_t)unix_s;
-    gmtime_r(&t, &tm);
-    strftime(out, 21, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    if (!utc(unix_s, &tm) || strftime(out, 21, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+        out[0] = '\0';
 }
 
 void core_fmt_day(int64_t unix_s, char out[11])
 {
     struct tm tm;
-    time_t t = (time_t)unix_s;
-    gmtime_r(&t, &tm);
-    strftime(out, 11, "%Y-%m-%d", &tm);
+    if (!utc(unix_s, &tm) || strftime(out, 11, "%Y-%m-%d", &tm) == 0)
+        out[0] = '\0';
 }
 
 /* ---- ids ---- */

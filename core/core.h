@@ -186,6 +186,8 @@ enum cmd_type {
 
 #define CMD_VERSION 1
 #define CMD_MAX_SIZE (64 * 1024)
+/* 9999-12-31T23:59:59.999Z: times must print as RFC 3339 */
+#define CMD_MAX_TS_MS 253402300799999LL
 
 typedef struct core_str {
     const char *p;
