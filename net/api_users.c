@@ -2,9 +2,11 @@
  * api_users.c — accounts: register, login, the caller's own views, member
  * administration and API keys.
  *
- * Password hashing (PBKDF2) runs on the HTTP thread before the command is
- * proposed, so the command carries salt and hash and apply() stays free
- * of randomness. Failed logins are throttled per email address.
+ * Password hashing (PBKDF2) runs on the hasher pool (hasher.c), not on the
+ * HTTP thread; for register it happens before the command is proposed, so
+ * the command carries salt and hash and apply() stays free of randomness.
+ * Failed logins are throttled per email address, and an unknown email is
+ * hashed too so it takes as long as a wrong password.
  */
 #include "net/internal.h"
 
@@ -12,44 +14,90 @@
 #include <stdlib.h>
 #include <string.h>
 
+static void register_hashed(req_ctx *c, hash_job *j)
+{
+    if (!j->ok) {
+        reply_problem(c, 500, "internal", "could not hash the password", NULL);
+        return;
+    }
+    memcpy(j->cm.u.user_create.hash, j->hash, 32);
+    propose(c, &j->cm);
+}
+
 int h_register(req_ctx *c, const core_uuid *unused)
 {
     static const char *const allowed[] = {"email", "password", "name", NULL};
     json_t *o = body_object(c, allowed);
     core_str email, pw, name;
-    cmd cm = {.type = CMD_USER_CREATE};
-    int rc;
+    hash_job *j;
 
     if (!o)
         return -1;
+    c->body = o; /* the command's strings point into it until it is proposed */
     if (body_str(c, o, "email", 1, 3, CORE_MAX_EMAIL, &email) || body_str(c, o, "password", 1, 8, 128, &pw) ||
         body_str(c, o, "name", 1, 1, CORE_MAX_NAME, &name))
-        goto out;
+        return -1;
     if (!memchr(email.p, '@', email.len) || email.p[0] == '@' || email.p[email.len - 1] == '@' ||
-        memchr(email.p, ' ', email.len)) {
-        reply_problem(c, 422, "validation", "email must look like name@domain", "email");
-        goto out;
+        memchr(email.p, ' ', email.len))
+        return reply_problem(c, 422, "validation", "email must look like name@domain", "email");
+    if (pw.len >= sizeof j->pw)
+        return reply_problem(c, 422, "validation", "password is too long", "password");
+    if (!(j = calloc(1, sizeof *j)))
+        return reply_problem(c, 500, "internal", "out of memory", NULL);
+    j->cm.type = CMD_USER_CREATE;
+    j->cm.u.user_create.email = email;
+    j->cm.u.user_create.name = name;
+    j->cm.u.user_create.role = ROLE_MEMBER;
+    j->cm.u.user_create.plan = PLAN_STANDARD;
+    j->cm.u.user_create.iterations = j->iterations = c->a->srv->cfg->password_iterations;
+    memcpy(j->pw, pw.p, pw.len);
+    j->pwlen = pw.len;
+    j->done = register_hashed;
+    if (core_uuid_v7(&j->cm.u.user_create.id, core_now_ms()) || auth_random(j->salt, 16)) {
+        free(j);
+        return reply_problem(c, 500, "internal", "no randomness", NULL);
     }
-    cm.u.user_create.email = email;
-    cm.u.user_create.name = name;
-    cm.u.user_create.role = ROLE_MEMBER;
-    cm.u.user_create.plan = PLAN_STANDARD;
-    cm.u.user_create.iterations = c->a->srv->cfg->password_iterations;
-    if (core_uuid_v7(&cm.u.user_create.id, core_now_ms()) || auth_random(cm.u.user_create.salt, 16) ||
-        auth_password_hash(pw.p, pw.len, cm.u.user_create.salt, cm.u.user_create.iterations,
-                           cm.u.user_create.hash)) {
-        reply_problem(c, 500, "internal", "could not hash the password", NULL);
-        goto out;
+    memcpy(j->cm.u.user_create.salt, j->salt, 16);
+    return hash_later(c, j);
+}
+
+static void login_unknown(req_ctx *c, hash_job *j)
+{
+    reply_problem(c, 401, "unauthorized", "wrong email or password", NULL);
+}
+
+static void login_checked(req_ctx *c, hash_job *j)
+{
+    http_server *s = c->a->srv;
+    principal p = {0};
+    MDB_val v;
+    char sub[37], *tok = NULL;
+
+    if (!j->ok) {
+        reply_problem(c, 401, "unauthorized", "wrong email or password", NULL);
+        return;
     }
-    c->who.authenticated = 0;
-    memset(&c->who.id, 0, sizeof c->who.id);
-    c->who.role = ROLE_MEMBER;
-    rc = propose(c, &cm);
-    json_decref(o);
-    return rc;
-out:
-    json_decref(o);
-    return -1;
+    rl_reset(s->login_limiter, j->rlkey, j->rlkeylen);
+    if (store_get(read_txn(c), DB_USERS, j->user.b, 16, &v) == 0)
+        principal_from_user(&p, &v);
+    if (p.status == USTATUS_BLOCKED) {
+        reply_problem(c, 403, "member-blocked", "this account is blocked", NULL);
+        return;
+    }
+    core_uuid_fmt(&j->user, sub);
+    if (auth_sign_hs256(s->signing_key, 32, sub, core_role_name(p.role), core_plan_name(p.plan),
+                        s->cfg->jwt.issuer[0] ? s->cfg->jwt.issuer : NULL,
+                        s->cfg->jwt.audience[0] ? s->cfg->jwt.audience : NULL, core_now_ms() / 1000,
+                        s->cfg->jwt.ttl_s, &tok) < 0) {
+        reply_problem(c, 500, "internal", "could not sign a token", NULL);
+        return;
+    }
+    struct evbuffer *b = evhttp_request_get_output_buffer(c->req);
+    evbuffer_add_printf(b, "{\"access_token\":\"%s\",\"token_type\":\"Bearer\",\"expires_in\":%d}", tok,
+                        s->cfg->jwt.ttl_s);
+    OPENSSL_cleanse(tok, strlen(tok));
+    free(tok);
+    reply_buf(c, 200, "application/json", b);
 }
 
 int h_login(req_ctx *c, const core_uuid *unused)
@@ -58,60 +106,53 @@ int h_login(req_ctx *c, const core_uuid *unused)
     http_server *s = c->a->srv;
     json_t *o = body_object(c, allowed);
     core_str email, pw;
-    char lower[CORE_MAX_EMAIL + 8], sub[37], ra[16], *tok = NULL;
+    char ra[16];
     MDB_val v;
-    core_uuid uid;
-    int retry, ok = 0;
+    hash_job *j;
+    int retry, known = 0;
 
     if (!o)
         return -1;
-    if (body_str(c, o, "email", 1, 1, CORE_MAX_EMAIL, &email) || body_str(c, o, "password", 1, 1, 1024, &pw))
-        goto out;
-    if (strcmp(s->cfg->jwt.alg, "HS256") != 0) {
-        reply_problem(c, 403, "forbidden", "tokens come from the configured identity provider", NULL);
-        goto out;
-    }
-    memcpy(lower, "login:", 6);
+    c->body = o;
+    if (body_str(c, o, "email", 1, 1, CORE_MAX_EMAIL, &email) || body_str(c, o, "password", 1, 1, 128, &pw))
+        return -1;
+    if (strcmp(s->cfg->jwt.alg, "HS256") != 0)
+        return reply_problem(c, 403, "forbidden", "tokens come from the configured identity provider", NULL);
+    if (!(j = calloc(1, sizeof *j)))
+        return reply_problem(c, 500, "internal", "out of memory", NULL);
+    memcpy(j->rlkey, "login:", 6);
     for (uint32_t i = 0; i < email.len; i++)
-        lower[6 + i] = (email.p[i] >= 'A' && email.p[i] <= 'Z') ? (char)(email.p[i] + 32) : email.p[i];
-    if (!rl_take(s->login_limiter, lower, 6 + email.len, core_mono_ns(), &retry)) {
+        j->rlkey[6 + i] = (email.p[i] >= 'A' && email.p[i] <= 'Z') ? (char)(email.p[i] + 32) : email.p[i];
+    j->rlkeylen = 6 + email.len;
+    if (!rl_take(s->login_limiter, j->rlkey, j->rlkeylen, core_mono_ns(), &retry)) {
+        free(j);
         snprintf(ra, sizeof ra, "%d", retry);
         evhttp_add_header(evhttp_request_get_output_headers(c->req), "Retry-After", ra);
-        reply_problem(c, 429, "rate-limited", "too many failed logins for this account; retry later", NULL);
-        goto out;
+        return reply_problem(c, 429, "rate-limited", "too many failed logins for this account; retry later", NULL);
     }
-    if (store_get(read_txn(c), DB_EMAILS, lower + 6, email.len, &v) == 0 && v.mv_size == 16) {
-        memcpy(uid.b, v.mv_data, 16);
-        if (store_get(read_txn(c), DB_CREDS, uid.b, 16, &v) == 0 && v.mv_size == 52) {
+    if (store_get(read_txn(c), DB_EMAILS, j->rlkey + 6, email.len, &v) == 0 && v.mv_size == 16) {
+        memcpy(j->user.b, v.mv_data, 16);
+        if (store_get(read_txn(c), DB_CREDS, j->user.b, 16, &v) == 0 && v.mv_size == 52) {
             const uint8_t *cr = v.mv_data;
-            ok = auth_password_verify(pw.p, pw.len, cr, store_rd32(cr + 48), cr + 16) == 1;
+            memcpy(j->salt, cr, 16);
+            memcpy(j->hash, cr + 16, 32);
+            j->iterations = store_rd32(cr + 48);
+            known = 1;
         }
     }
-    if (!ok) {
-        reply_problem(c, 401, "unauthorized", "wrong email or password", NULL);
-        goto out;
+    if (!known) {
+        /* hash anyway, so an unknown email costs the same time as a wrong password */
+        j->iterations = s->cfg->password_iterations;
+        if (auth_random(j->salt, 16) || auth_random(j->hash, 32)) {
+            free(j);
+            return reply_problem(c, 500, "internal", "no randomness", NULL);
+        }
     }
-    rl_reset(s->login_limiter, lower, 6 + email.len);
-    principal p = {0};
-    if (store_get(read_txn(c), DB_USERS, uid.b, 16, &v) == 0)
-        principal_from_user(&p, &v);
-    core_uuid_fmt(&uid, sub);
-    if (auth_sign_hs256(s->signing_key, 32, sub, core_role_name(p.role), core_plan_name(p.plan),
-                        s->cfg->jwt.issuer[0] ? s->cfg->jwt.issuer : NULL,
-                        s->cfg->jwt.audience[0] ? s->cfg->jwt.audience : NULL, core_now_ms() / 1000,
-                        s->cfg->jwt.ttl_s, &tok) < 0) {
-        reply_problem(c, 500, "internal", "could not sign a token", NULL);
-        goto out;
-    }
-    struct evbuffer *b = evhttp_request_get_output_buffer(c->req);
-    evbuffer_add_printf(b, "{\"access_token\":\"%s\",\"token_type\":\"Bearer\",\"expires_in\":%d}", tok,
-                        s->cfg->jwt.ttl_s);
-    OPENSSL_cleanse(tok, strlen(tok));
-    free(tok);
-    reply_buf(c, 200, "application/json", b);
-out:
-    json_decref(o);
-    return -1;
+    j->verify = 1;
+    memcpy(j->pw, pw.p, pw.len);
+    j->pwlen = pw.len;
+    j->done = known ? login_checked : login_unknown;
+    return hash_later(c, j);
 }
 
 /* the stored user view of id, or 404 */

@@ -32,7 +32,7 @@
 static const double lat_bounds[LAT_BUCKETS] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
                                                0.05,   0.1,   0.25,   0.5,   1.0,  2.5};
 
-enum { MSG_REPLY = 1, MSG_DRAIN = 2, MSG_STOP = 3 };
+enum { MSG_REPLY = 1, MSG_DRAIN = 2, MSG_STOP = 3, MSG_HASHED = 4 };
 
 static const char *route_names[R__COUNT] = {
     [R_NONE] = "none", [R_REGISTER] = "/v1/auth/register", [R_LOGIN] = "/v1/auth/login",
@@ -113,6 +113,11 @@ void reply_free(req_ctx *c)
 {
     if (c->query_parsed)
         evhttp_clear_headers(&c->query);
+    json_decref(c->body);
+    if (c->job) {
+        OPENSSL_cleanse(c->job, sizeof *c->job);
+        free(c->job);
+    }
     core_buf_free(&c->rq.cmd);
     apply_result_clear(&c->rq.res);
     free(c);
@@ -255,6 +260,20 @@ int propose(req_ctx *c, cmd *cm)
     c->rq.reply_to = c->a->in;
     atomic_fetch_add(&c->a->srv->inflight, 1);
     repl_submit(c->a->srv->rp, &c->rq);
+    return 0;
+}
+
+int hash_later(req_ctx *c, hash_job *j)
+{
+    j->c = c;
+    j->reply_to = c->a->in;
+    j->link.type = MSG_HASHED;
+    c->job = j;
+    if (hasher_submit(c->a->srv->hasher, j)) {
+        evhttp_add_header(evhttp_request_get_output_headers(c->req), "Retry-After", "1");
+        return reply_problem(c, 503, "unavailable", "too many passwords are being checked; retry shortly", NULL);
+    }
+    atomic_fetch_add(&c->a->srv->inflight, 1);
     return 0;
 }
 
@@ -557,6 +576,17 @@ static void on_inbox(evutil_socket_t fd, short what, void *arg)
         case MSG_REPLY:
             on_write_reply((req_ctx *)((repl_req *)m)->cookie);
             break;
+        case MSG_HASHED: {
+            hash_job *j = (hash_job *)m;
+            atomic_fetch_sub(&a->srv->inflight, 1);
+            if (store_renew(&a->rtxn)) {
+                reply_problem(j->c, 503, "unavailable", "the store cannot be read", NULL);
+                break;
+            }
+            j->done(j->c, j);
+            store_reset(&a->rtxn);
+            break;
+        }
         case MSG_DRAIN:
             if (a->bound) {
                 evhttp_del_accept_socket(a->http, a->bound);
@@ -667,6 +697,8 @@ static void actor_free(http_actor *a)
     while (a->in && (m = core_inbox_pop(a->in)) != NULL) {
         if (m->type == MSG_REPLY)
             reply_free((req_ctx *)((repl_req *)m)->cookie);
+        else if (m->type == MSG_HASHED)
+            reply_free(((hash_job *)m)->c);
         else
             free(m);
     }
@@ -729,9 +761,10 @@ int http_start(const core_config *cfg, store *st, repl *rp, http_server **out, c
         goto fail;
     s->limiter = rl_new(cfg->limits.rate_per_s, cfg->limits.rate_burst, 1 << 16);
     s->login_limiter = rl_new(5.0 / 300.0, 5, 1 << 16);
+    s->hasher = hasher_new(cfg->threads);
     s->nactors = cfg->threads;
     s->actors = calloc((size_t)s->nactors, sizeof *s->actors);
-    if (!s->limiter || !s->login_limiter || !s->actors)
+    if (!s->limiter || !s->login_limiter || !s->hasher || !s->actors)
         goto fail;
     for (int i = 0; i < s->nactors; i++)
         if ((rc = actor_init(s, &s->actors[i], i, err, errlen)))
@@ -753,6 +786,7 @@ fail:
         }
         pthread_join(s->actors[i].thread, NULL);
     }
+    hasher_stop(s->hasher);
     for (int i = 0; s->actors && i < s->nactors; i++)
         actor_free(&s->actors[i]);
     free(s->actors);
@@ -788,6 +822,8 @@ void http_stop(http_server *s)
     broadcast(s, MSG_STOP);
     for (int i = 0; i < s->nactors; i++)
         pthread_join(s->actors[i].thread, NULL);
+    hasher_stop(s->hasher);
+    s->hasher = NULL;
 }
 
 void http_free(http_server *s)

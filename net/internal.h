@@ -32,6 +32,35 @@ enum route_id {
 #define STATUS_SLOTS 500 /* statuses 100..599 */
 
 typedef struct http_actor http_actor;
+typedef struct req_ctx req_ctx;
+
+/* a password to hash (register) or to check (login), done off the HTTP
+ * threads; `done` runs on the actor thread when it comes back */
+typedef struct hash_job {
+    core_msg link;
+    struct hash_job *next;
+    core_inbox *reply_to;
+    req_ctx *c;
+    void (*done)(req_ctx *c, struct hash_job *j);
+    int verify, ok;
+    char pw[129];
+    size_t pwlen;
+    uint8_t salt[16], hash[32];
+    uint32_t iterations;
+    cmd cm;            /* register: the command waiting for its hash */
+    core_uuid user;    /* login: who is logging in */
+    char rlkey[8 + 4 * CORE_MAX_EMAIL]; /* login: its failed-login bucket */
+    size_t rlkeylen;
+} hash_job;
+
+typedef struct hasher hasher;
+hasher *hasher_new(int nthreads);
+/* 0 queued; -1 when the queue is full or stopping */
+int hasher_submit(hasher *h, hash_job *j);
+/* finishes queued jobs, joins the threads, frees h */
+void hasher_stop(hasher *h);
+/* queues j for c's actor: replies 503 and returns -1 when the pool is full */
+int hash_later(req_ctx *c, hash_job *j);
 
 typedef struct principal {
     int authenticated;
@@ -40,7 +69,7 @@ typedef struct principal {
     int is_user; /* id names a stored user */
 } principal;
 
-typedef struct req_ctx {
+struct req_ctx {
     repl_req rq; /* first: the writer's reply is this request */
     struct evhttp_request *req;
     http_actor *a;
@@ -50,7 +79,9 @@ typedef struct req_ctx {
     struct evkeyvalq query;
     int query_parsed;
     char secret[72]; /* a new API key, shown once in the reply */
-} req_ctx;
+    json_t *body;    /* kept while a continuation needs its strings */
+    hash_job *job;
+};
 
 struct http_actor {
     int id;
@@ -74,6 +105,7 @@ struct http_server {
     repl *rp;
     auth_verifier *verifier;
     rl *limiter, *login_limiter;
+    hasher *hasher;
     uint8_t signing_key[32];
     uint8_t grant_key[32];
     int nactors;

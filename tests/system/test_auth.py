@@ -204,3 +204,34 @@ def test_rate_limit_429():
         expect(n.request("GET", "/v1/resources/counts", token=tok), 200)
     finally:
         n.cleanup()
+
+
+def test_password_hashing_does_not_block_reads():
+    # one HTTP thread and an expensive hash: if hashing ran on the HTTP
+    # thread, a read sent during a login would wait for the whole hash
+    import threading
+    n = Node(name="auth-hashing", config={"threads": 1, "password_iterations": 3000000})
+    try:
+        email = _email()
+        expect(_reg(n, email=email, password="slow-hash-1", name="Slow"), 201)
+        result = {}
+
+        def login():
+            t0 = time.monotonic()
+            result["r"] = n.request("POST", "/v1/auth/login", {"email": email, "password": "slow-hash-1"})
+            result["login_s"] = time.monotonic() - t0
+
+        t = threading.Thread(target=login)
+        t.start()
+        try:
+            time.sleep(0.05)  # let the login reach the hasher
+            t0 = time.monotonic()
+            expect(n.request("GET", "/healthz"), 200)
+            read_s = time.monotonic() - t0
+        finally:
+            t.join(60)
+        expect(result["r"], 200)
+        assert read_s < result["login_s"] / 2, \
+            "a read took %.3fs during a %.3fs login: it waited for the hash" % (read_s, result["login_s"])
+    finally:
+        n.cleanup()
