@@ -89,6 +89,52 @@ static json_t *load_json(ctx *x, int db, const void *k, size_t kl)
     return json_loadb(v.mv_data, v.mv_size, 0, NULL);
 }
 
+/*
+ * Stored views are our own compact JSON, so a quoted key followed by a
+ * colon can only be that key (quotes inside strings are escaped). The hot
+ * paths read and patch numbers and flags in place instead of parsing.
+ */
+static const char *raw_after(const MDB_val *v, const char *pat)
+{
+    size_t n = strlen(pat);
+    const char *p = memmem(v->mv_data, v->mv_size, pat, n);
+    return p ? p + n : NULL;
+}
+
+static int raw_has(const MDB_val *v, const char *pat) { return raw_after(v, pat) != NULL; }
+
+static uint64_t raw_uint(const MDB_val *v, const char *key)
+{
+    const char *p = raw_after(v, key), *end = (const char *)v->mv_data + v->mv_size;
+    uint64_t n = 0;
+    for (; p && p < end && *p >= '0' && *p <= '9'; p++)
+        n = n * 10 + (uint64_t)(*p - '0');
+    return n;
+}
+
+/* v with the unsigned number after key replaced by n, stored under k */
+static int raw_put_uint(ctx *x, int db, const void *k, size_t kl, const MDB_val *v, const char *key, uint64_t n)
+{
+    const char *start = raw_after(v, key), *end = (const char *)v->mv_data + v->mv_size, *p;
+    char num[24], *buf;
+    int rc;
+    if (!start)
+        return CORE_EIO;
+    for (p = start; p < end && *p >= '0' && *p <= '9'; p++)
+        ;
+    size_t pre = (size_t)(start - (const char *)v->mv_data), nl = (size_t)snprintf(num, sizeof num, "%llu",
+                                                                                    (unsigned long long)n);
+    size_t post = (size_t)(end - p), len = pre + nl + post;
+    if (!(buf = malloc(len)))
+        return CORE_ENOMEM;
+    memcpy(buf, v->mv_data, pre);
+    memcpy(buf + pre, num, nl);
+    memcpy(buf + pre + nl, p, post);
+    rc = store_put(x->t, db, k, kl, buf, len);
+    free(buf);
+    return rc;
+}
+
 /* dumps j, stores it under k and returns the dump (caller frees) */
 static char *save_json(ctx *x, int db, const void *k, size_t kl, json_t *j)
 {
@@ -211,22 +257,21 @@ static void copy_key(uint8_t k[20], const core_uuid *rid, uint32_t no)
     store_be32(k + 16, no);
 }
 
-/* recompute "available" and "updated_at"-free fields of a resource view */
+/* recompute "available" of a resource view */
 static int res_refresh(ctx *x, const core_uuid *rid)
 {
-    json_t *r = load_json(x, DB_RES, rid->b, 16);
+    MDB_val v;
     copy_scan s = {0};
     int rc;
-    if (!r)
+    if (store_get(x->t, DB_RES, rid->b, 16, &v))
         return 0; /* deleted */
-    uint32_t copies = (uint32_t)json_integer_value(json_object_get(r, "copies"));
-    rc = scan_copies(x, rid, copies, &s);
-    if (rc == 0) {
-        json_object_set_new(r, "available", json_integer(s.used >= copies ? 0 : copies - s.used));
-        rc = save_json_only(x, DB_RES, rid->b, 16, r);
-    }
-    json_decref(r);
-    return rc;
+    uint32_t copies = (uint32_t)raw_uint(&v, "\"copies\":");
+    if ((rc = scan_copies(x, rid, copies, &s)))
+        return rc;
+    uint32_t avail = s.used >= copies ? 0 : copies - s.used;
+    if (raw_uint(&v, "\"available\":") == avail)
+        return 0;
+    return raw_put_uint(x, DB_RES, rid->b, 16, &v, "\"available\":", avail);
 }
 
 /* ---- holds ---- */
@@ -897,29 +942,34 @@ static int find_open_hold(ctx *x, const core_uuid *uid, const core_uuid *rid, uh
     return 0;
 }
 
+typedef struct borrower {
+    int premium_plan;
+    uint32_t copies;
+} borrower;
+
 /* common checks for borrowing and holding: returns 1 when a problem was set */
-static int check_borrower(ctx *x, const core_uuid *uid, const core_uuid *rid, json_t **user, json_t **res)
+static int check_borrower(ctx *x, const core_uuid *uid, const core_uuid *rid, borrower *b)
 {
-    *user = *res = NULL;
+    MDB_val user, res;
     if (x->c->actor_role == ROLE_MEMBER && memcmp(x->c->actor.b, uid->b, 16) != 0) {
         problem(x, 403, "forbidden", "members act for themselves only");
         return 1;
     }
-    *user = load_json(x, DB_USERS, uid->b, 16);
-    if (!*user) {
+    if (store_get(x->t, DB_USERS, uid->b, 16, &user)) {
         problem(x, 404, "not-found", "no such user");
         return 1;
     }
-    *res = load_json(x, DB_RES, rid->b, 16);
-    if (!*res) {
+    if (store_get(x->t, DB_RES, rid->b, 16, &res)) {
         problem(x, 404, "not-found", "no such resource");
         return 1;
     }
-    if (strcmp(jget_str(*user, "status"), "blocked") == 0) {
+    if (raw_has(&user, "\"status\":\"blocked\"")) {
         problem(x, 403, "member-blocked", "this member is blocked");
         return 1;
     }
-    if (json_is_true(json_object_get(*res, "premium")) && strcmp(jget_str(*user, "plan"), "premium") != 0) {
+    b->premium_plan = raw_has(&user, "\"plan\":\"premium\"");
+    b->copies = (uint32_t)raw_uint(&res, "\"copies\":");
+    if (raw_has(&res, "\"premium\":true") && !b->premium_plan) {
         problem(x, 403, "premium-required", "this resource needs the premium plan");
         return 1;
     }
@@ -953,62 +1003,56 @@ static int do_checkout(ctx *x)
 {
     const cmd *c = x->c;
     const core_uuid *lid = &c->u.place.id, *uid = &c->u.place.user, *rid = &c->u.place.resource;
-    json_t *user, *res, *loan;
     active_scan a = {.count = 0};
     uhold_scan hs;
     copy_scan s = {0};
     core_policy pol;
+    borrower b;
     uint32_t copy;
     uint8_t k[32], ua[28], cv[17], dk[24];
     MDB_val v;
-    char *out;
+    char *out, ls[37], us[37], rs[37], at[21], dueat[21];
     int rc;
 
-    if (check_borrower(x, uid, rid, &user, &res))
-        goto done_problem;
+    if (check_borrower(x, uid, rid, &b))
+        return 0;
     load_policy(x, &pol);
     memcpy(a.rid, rid->b, 16);
     if ((rc = scan_prefix(x, DB_UACTIVE, uid->b, 16, active_fn, &a)))
-        goto fail;
-    if (a.has_this) {
-        problem(x, 409, "conflict", "this member already has this resource on loan");
-        goto done_problem;
-    }
-    uint32_t limit = strcmp(jget_str(user, "plan"), "premium") == 0 ? pol.max_loans_premium : pol.max_loans;
-    if ((uint32_t)a.count >= limit) {
-        problem(x, 403, "loan-limit-reached", "this member has reached the loan limit");
-        goto done_problem;
-    }
-    if (store_get(x->t, DB_LOANS, lid->b, 16, &v) == 0) {
-        problem(x, 409, "conflict", "a loan with this id exists");
-        goto done_problem;
-    }
-    uint32_t copies = (uint32_t)json_integer_value(json_object_get(res, "copies"));
+        return rc;
+    if (a.has_this)
+        return problem(x, 409, "conflict", "this member already has this resource on loan");
+    if ((uint32_t)a.count >= (b.premium_plan ? pol.max_loans_premium : pol.max_loans))
+        return problem(x, 403, "loan-limit-reached", "this member has reached the loan limit");
+    if (store_get(x->t, DB_LOANS, lid->b, 16, &v) == 0)
+        return problem(x, 409, "conflict", "a loan with this id exists");
     if ((rc = find_open_hold(x, uid, rid, &hs)))
-        goto fail;
+        return rc;
     if (hs.ready) {
         s.want[0] = 'H';
         memcpy(s.want + 1, hs.hid.b, 16);
     }
-    if ((rc = scan_copies(x, rid, copies, &s)))
-        goto fail;
+    if ((rc = scan_copies(x, rid, b.copies, &s)))
+        return rc;
     copy = hs.ready && s.found ? s.found : s.free_copy;
-    if (!copy) {
-        problem(x, 409, "no-copy-available", "every copy is on loan or kept for a hold");
-        goto done_problem;
-    }
+    if (!copy)
+        return problem(x, 409, "no-copy-available", "every copy is on loan or kept for a hold");
     if (hs.open && (rc = hold_end(x, &hs.hid, uid, "fulfilled", 0)))
-        goto fail;
+        return rc;
     int64_t due = x->now_s + (int64_t)pol.loan_days * DAY_S;
-    loan = json_pack("{s:o,s:o,s:o,s:I,s:s,s:o,s:o,s:n,s:i}", "id", juuid(lid), "user_id", juuid(uid),
-                     "resource_id", juuid(rid), "copy", (json_int_t)copy, "status", "active",
-                     "checked_out_at", jtime(x->now_s), "due_at", jtime(due), "returned_at", "renewals", 0);
-    out = loan ? save_json(x, DB_LOANS, lid->b, 16, loan) : NULL;
-    json_decref(loan);
-    if (!out) {
-        rc = CORE_EIO;
+    core_uuid_fmt(lid, ls);
+    core_uuid_fmt(uid, us);
+    core_uuid_fmt(rid, rs);
+    fmt_time(x->now_s, at);
+    fmt_time(due, dueat);
+    /* every field is an id, a time or a number: nothing to escape */
+    if (asprintf(&out,
+                 "{\"id\":\"%s\",\"user_id\":\"%s\",\"resource_id\":\"%s\",\"copy\":%u,\"status\":\"active\","
+                 "\"checked_out_at\":\"%s\",\"due_at\":\"%s\",\"returned_at\":null,\"renewals\":0}",
+                 ls, us, rs, copy, at, dueat) < 0)
+        return CORE_ENOMEM;
+    if ((rc = store_put(x->t, DB_LOANS, lid->b, 16, out, strlen(out))))
         goto fail;
-    }
     memcpy(k, uid->b, 16);
     memcpy(k + 16, lid->b, 16);
     memcpy(ua, rid->b, 16);
@@ -1022,18 +1066,11 @@ static int do_checkout(ctx *x)
     copy_key(ck, rid, copy);
     if ((rc = store_put(x->t, DB_ULOANS, k, 32, "a", 1)) || (rc = store_put(x->t, DB_UACTIVE, k, 32, ua, 28)) ||
         (rc = store_put(x->t, DB_COPIES, ck, 20, cv, 17)) || (rc = store_put(x->t, DB_DUE, dk, 24, "", 0)) ||
-        (rc = stat_add(x, rid, 1)) || (rc = res_refresh(x, rid))) {
-        free(out);
+        (rc = stat_add(x, rid, 1)) || (rc = res_refresh(x, rid)))
         goto fail;
-    }
-    json_decref(user);
-    json_decref(res);
     return ok_body(x, 201, out);
-done_problem:
-    rc = 0;
 fail:
-    json_decref(user);
-    json_decref(res);
+    free(out);
     return rc;
 }
 
@@ -1172,67 +1209,46 @@ static int do_hold_place(ctx *x)
 {
     const cmd *c = x->c;
     const core_uuid *hid = &c->u.place.id, *uid = &c->u.place.user, *rid = &c->u.place.resource;
-    json_t *user, *res, *hold;
+    json_t *hold;
     active_scan a = {.count = 0};
     uhold_scan hs;
     copy_scan s = {0};
+    borrower b;
     uint8_t seq[8], rk[40], uval[32];
     MDB_val v;
-    char *out;
+    size_t len;
     int rc;
 
-    if (check_borrower(x, uid, rid, &user, &res))
-        goto done_problem;
+    if (check_borrower(x, uid, rid, &b))
+        return 0;
     memcpy(a.rid, rid->b, 16);
     if ((rc = scan_prefix(x, DB_UACTIVE, uid->b, 16, active_fn, &a)) || (rc = find_open_hold(x, uid, rid, &hs)))
-        goto fail;
-    if (a.has_this || hs.open) {
-        problem(x, 409, "conflict", "this member already has this resource on loan or on hold");
-        goto done_problem;
-    }
-    if (store_get(x->t, DB_HOLDS, hid->b, 16, &v) == 0) {
-        problem(x, 409, "conflict", "a hold with this id exists");
-        goto done_problem;
-    }
-    uint32_t copies = (uint32_t)json_integer_value(json_object_get(res, "copies"));
-    if ((rc = scan_copies(x, rid, copies, &s)))
-        goto fail;
-    if (s.free_copy) {
-        problem(x, 409, "conflict", "a copy is available: check it out instead");
-        goto done_problem;
-    }
+        return rc;
+    if (a.has_this || hs.open)
+        return problem(x, 409, "conflict", "this member already has this resource on loan or on hold");
+    if (store_get(x->t, DB_HOLDS, hid->b, 16, &v) == 0)
+        return problem(x, 409, "conflict", "a hold with this id exists");
+    if ((rc = scan_copies(x, rid, b.copies, &s)))
+        return rc;
+    if (s.free_copy)
+        return problem(x, 409, "conflict", "a copy is available: check it out instead");
     hold = json_pack("{s:o,s:o,s:o,s:s,s:i,s:n,s:o}", "id", juuid(hid), "user_id", juuid(uid), "resource_id",
                      juuid(rid), "status", "waiting", "position", 0, "ready_until", "created_at",
                      jtime(x->now_s));
-    out = hold ? save_json(x, DB_HOLDS, hid->b, 16, hold) : NULL;
+    rc = hold ? save_json_only(x, DB_HOLDS, hid->b, 16, hold) : CORE_ENOMEM;
     json_decref(hold);
-    if (!out) {
-        rc = CORE_EIO;
-        goto fail;
-    }
-    free(out);
+    if (rc)
+        return rc;
     store_be64(seq, x->index);
     rhold_key(rk, rid->b, seq, hid->b);
     memcpy(uval, rid->b, 16);
     memcpy(uval + 16, seq, 8);
     memset(uval + 24, 0, 8);
     if ((rc = store_put(x->t, DB_RHOLDS, rk, 40, "w", 1)) || (rc = uhold_put(x, uid, hid, uval)))
-        goto fail;
-    if (store_get(x->t, DB_HOLDS, hid->b, 16, &v)) {
-        rc = CORE_EIO;
-        goto fail;
-    }
-    size_t len;
-    out = apply_hold_render(x->t, v.mv_data, v.mv_size, &len);
-    json_decref(user);
-    json_decref(res);
-    return ok_body(x, 201, out);
-done_problem:
-    rc = 0;
-fail:
-    json_decref(user);
-    json_decref(res);
-    return rc;
+        return rc;
+    if (store_get(x->t, DB_HOLDS, hid->b, 16, &v))
+        return CORE_EIO;
+    return ok_body(x, 201, apply_hold_render(x->t, v.mv_data, v.mv_size, &len));
 }
 
 static int do_hold_cancel(ctx *x)

@@ -4,8 +4,10 @@
  * The thread sleeps on its inbox's eventfd (libevent). Each wake-up takes
  * every queued proposal (up to REPL_MAX_BATCH), opens one write
  * transaction, and for each: appends it to DB_LOG at the next index and
- * applies it inside a nested transaction, so a command that fails on
- * storage leaves neither its log entry nor half its effects. One commit
+ * applies it. If a command fails on storage (a full map), the batch is
+ * aborted and run again with a nested transaction per command, so the
+ * failing command leaves neither its log entry nor half its effects and
+ * the others still succeed; the common path pays for no nesting. One commit
  * fsyncs the batch's pages; the sync thread then fsyncs once more for the
  * meta page (MDB_NOMETASYNC, see store.h) and only then sends the answers,
  * so nothing is acknowledged before it is on disk, while the writer is
@@ -45,26 +47,28 @@ struct repl {
 
 enum { MSG_REQ = 1, MSG_STOP = 2 };
 
-/* appends c at the next index and applies it inside a nested transaction */
+/* appends c at the next index and applies it, inside a nested transaction
+ * when `nested` (so a storage failure takes back only this command) */
 static int log_apply(store_txn *parent, const uint8_t *enc, size_t len, const cmd *c, apply_result *res,
-                     uint64_t *index)
+                     uint64_t *index, int nested)
 {
-    store_txn child = {.st = parent->st};
+    store_txn child = {.st = parent->st, .txn = parent->txn};
     uint8_t k[8];
     uint64_t idx;
     int rc;
 
-    if (mdb_txn_begin(store_env(parent->st), parent->txn, 0, &child.txn))
+    if (nested && mdb_txn_begin(store_env(parent->st), parent->txn, 0, &child.txn))
         return CORE_EIO;
     idx = store_meta_u64(&child, "log_last") + 1;
     store_be64(k, idx);
     if ((rc = store_put(&child, DB_LOG, k, 8, enc, len)) || (rc = store_meta_put_u64(&child, "log_last", idx)) ||
         (rc = apply(&child, idx, c, res))) {
-        store_abort(&child);
+        if (nested)
+            store_abort(&child);
         apply_result_clear(res);
         return rc;
     }
-    if (store_commit(&child)) {
+    if (nested && store_commit(&child)) {
         apply_result_clear(res);
         return CORE_EIO;
     }
@@ -110,7 +114,7 @@ int repl_apply_local(store *st, const cmd *c, apply_result *res)
         core_buf_free(&enc);
         return rc;
     }
-    rc = log_apply(&t, enc.p, enc.len, c, res, &idx);
+    rc = log_apply(&t, enc.p, enc.len, c, res, &idx, 0);
     core_buf_free(&enc);
     if (rc) {
         store_abort(&t);
@@ -133,30 +137,48 @@ static void record_batch(repl *r, int n)
     atomic_fetch_add(&r->commands, (uint64_t)n);
 }
 
-static void run_batch(repl *r, int n)
+/* Applies the batch in one transaction. Returns 1 when a command failed on
+ * storage and nested was 0: the caller aborts and retries the batch with
+ * one nested transaction per command, so only the failing ones fail. */
+static int apply_batch(repl *r, store_txn *t, int n, int nested)
 {
-    store_txn t;
-    int rc = store_begin(r->st, 1, &t);
-
     for (int i = 0; i < n; i++) {
         repl_req *q = r->batch[i];
         cmd c;
         memset(&q->res, 0, sizeof q->res);
-        if (rc) {
-            fail_result(&q->res, rc);
-            continue;
-        }
         if (cmd_decode(q->cmd.p, q->cmd.len, &c)) {
             fail_result(&q->res, CORE_EINVAL);
             continue;
         }
-        int arc = log_apply(&t, q->cmd.p, q->cmd.len, &c, &q->res, &q->index);
+        int arc = log_apply(t, q->cmd.p, q->cmd.len, &c, &q->res, &q->index, nested);
+        if (arc && !nested) {
+            for (int k = 0; k < i; k++)
+                apply_result_clear(&r->batch[k]->res);
+            return 1;
+        }
         if (arc) {
             core_log(LOG_ERROR, "command not applied", "\"type\":%d,\"rc\":%d", c.type, arc);
             fail_result(&q->res, arc);
         }
     }
-    if (rc == 0) {
+    return 0;
+}
+
+static void run_batch(repl *r, int n)
+{
+    store_txn t;
+    int rc = store_begin(r->st, 1, &t);
+
+    if (rc == 0 && apply_batch(r, &t, n, 0)) {
+        store_abort(&t);
+        rc = store_begin(r->st, 1, &t);
+        if (rc == 0)
+            apply_batch(r, &t, n, 1);
+    }
+    if (rc) {
+        for (int i = 0; i < n; i++)
+            fail_result(&r->batch[i]->res, rc);
+    } else {
         log_trim(&t, n);
         if (store_commit(&t)) {
             core_log(LOG_ERROR, "batch commit failed", "\"commands\":%d", n);
