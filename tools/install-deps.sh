@@ -22,7 +22,7 @@ PACKAGES=(
     build-essential cmake pkg-config clang libclang-rt-14-dev
     libevent-dev libnng-dev liblmdb-dev lmdb-utils libjansson-dev
     libjwt-dev libssl-dev libcriterion-dev libpq-dev postgresql
-    wrk nginx-light curl python3 ca-certificates
+    wrk nginx-light curl python3 ca-certificates openssl
 )
 RAFT_PKG=libraft-dev
 RAFT_MIN=0.22
