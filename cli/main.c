@@ -101,8 +101,9 @@ static int load_config(core_config *cfg, const char *file, int use_env)
 
 static int cmd_serve(int argc, char **argv)
 {
-    static const struct option opts[] = {{"listen", 1, 0, 'l'}, {"data", 1, 0, 'd'}, {"config", 1, 0, 'c'},
-                                         {"threads", 1, 0, 't'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
+    static const struct option opts[] = {{"listen", 1, 0, 'l'}, {"data", 1, 0, 'd'},
+                                         {"config", 1, 0, 'c'}, {"threads", 1, 0, 't'},
+                                         {"help", 0, 0, 'h'},   {0, 0, 0, 0}};
     const char *listen = NULL, *data = NULL, *config = NULL, *threads = NULL;
     core_config cfg;
     char err[512];
@@ -114,12 +115,23 @@ static int cmd_serve(int argc, char **argv)
 
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (o) {
-        case 'l': listen = optarg; break;
-        case 'd': data = optarg; break;
-        case 'c': config = optarg; break;
-        case 't': threads = optarg; break;
-        case 'h': fputs(usage_serve, stdout); return 0;
-        default: return usage_error(usage_serve, NULL);
+        case 'l':
+            listen = optarg;
+            break;
+        case 'd':
+            data = optarg;
+            break;
+        case 'c':
+            config = optarg;
+            break;
+        case 't':
+            threads = optarg;
+            break;
+        case 'h':
+            fputs(usage_serve, stdout);
+            return 0;
+        default:
+            return usage_error(usage_serve, NULL);
         }
     }
     if (optind < argc)
@@ -170,8 +182,9 @@ static int cmd_serve(int argc, char **argv)
         char l[300], d[1100];
         core_json_escape(cfg.listen, l, sizeof l);
         core_json_escape(cfg.data, d, sizeof d);
-        core_log(LOG_INFO, "serving", "\"listen\":\"%s\",\"data\":\"%s\",\"threads\":%d,\"fsync\":%s", l, d,
-                 cfg.threads, cfg.fsync ? "true" : "false");
+        core_log(LOG_INFO, "serving",
+                 "\"listen\":\"%s\",\"data\":\"%s\",\"threads\":%d,\"fsync\":%s", l, d, cfg.threads,
+                 cfg.fsync ? "true" : "false");
         core_log(LOG_INFO, "write-behind to PostgreSQL is off: no DSN is configured", NULL);
     }
     do {
@@ -210,9 +223,9 @@ static int read_signing_key(store *st, uint8_t key[32])
 
 static int cmd_token(int argc, char **argv)
 {
-    static const struct option opts[] = {{"data", 1, 0, 'd'}, {"sub", 1, 0, 's'},  {"role", 1, 0, 'r'},
-                                         {"plan", 1, 0, 'p'}, {"ttl", 1, 0, 't'},  {"config", 1, 0, 'c'},
-                                         {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
+    static const struct option opts[] = {
+        {"data", 1, 0, 'd'}, {"sub", 1, 0, 's'},    {"role", 1, 0, 'r'}, {"plan", 1, 0, 'p'},
+        {"ttl", 1, 0, 't'},  {"config", 1, 0, 'c'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
     const char *data = NULL, *sub = NULL, *role = NULL, *plan = "standard", *config = NULL;
     long ttl = 3600;
     core_config cfg;
@@ -224,11 +237,21 @@ static int cmd_token(int argc, char **argv)
 
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (o) {
-        case 'd': data = optarg; break;
-        case 's': sub = optarg; break;
-        case 'r': role = optarg; break;
-        case 'p': plan = optarg; break;
-        case 'c': config = optarg; break;
+        case 'd':
+            data = optarg;
+            break;
+        case 's':
+            sub = optarg;
+            break;
+        case 'r':
+            role = optarg;
+            break;
+        case 'p':
+            plan = optarg;
+            break;
+        case 'c':
+            config = optarg;
+            break;
         case 't': {
             char *end;
             ttl = strtol(optarg, &end, 10);
@@ -236,8 +259,11 @@ static int cmd_token(int argc, char **argv)
                 return usage_error(usage_token, "--ttl must be 1 to 31622400 seconds");
             break;
         }
-        case 'h': fputs(usage_token, stdout); return 0;
-        default: return usage_error(usage_token, NULL);
+        case 'h':
+            fputs(usage_token, stdout);
+            return 0;
+        default:
+            return usage_error(usage_token, NULL);
         }
     }
     if (!data || !sub || !role)
@@ -256,7 +282,8 @@ static int cmd_token(int argc, char **argv)
     }
     store_close(st);
     rc = auth_sign_hs256(key, 32, sub, role, plan, cfg.jwt.issuer[0] ? cfg.jwt.issuer : NULL,
-                         cfg.jwt.audience[0] ? cfg.jwt.audience : NULL, core_now_ms() / 1000, ttl, &tok);
+                         cfg.jwt.audience[0] ? cfg.jwt.audience : NULL, core_now_ms() / 1000, ttl,
+                         &tok);
     OPENSSL_cleanse(key, sizeof key);
     if (rc < 0) {
         fprintf(stderr, "circa: cannot sign: %s\n", auth_strerror(rc));
@@ -277,10 +304,12 @@ static int read_password_stdin(char *buf, size_t len)
 
 static int cmd_user(int argc, char **argv)
 {
-    static const struct option opts[] = {{"data", 1, 0, 'd'},  {"email", 1, 0, 'e'},          {"role", 1, 0, 'r'},
-                                         {"name", 1, 0, 'n'},  {"plan", 1, 0, 'p'},           {"config", 1, 0, 'c'},
-                                         {"help", 0, 0, 'h'},  {"password-stdin", 0, 0, 'P'}, {0, 0, 0, 0}};
-    const char *data = NULL, *email = NULL, *role = NULL, *name = NULL, *plan = "standard", *config = NULL;
+    static const struct option opts[] = {
+        {"data", 1, 0, 'd'}, {"email", 1, 0, 'e'},          {"role", 1, 0, 'r'},
+        {"name", 1, 0, 'n'}, {"plan", 1, 0, 'p'},           {"config", 1, 0, 'c'},
+        {"help", 0, 0, 'h'}, {"password-stdin", 0, 0, 'P'}, {0, 0, 0, 0}};
+    const char *data = NULL, *email = NULL, *role = NULL, *name = NULL, *plan = "standard",
+               *config = NULL;
     int pw_stdin = 0, o, rc, generated = 0;
     char pw[256];
     core_config cfg;
@@ -299,15 +328,32 @@ static int cmd_user(int argc, char **argv)
     argv++;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (o) {
-        case 'd': data = optarg; break;
-        case 'e': email = optarg; break;
-        case 'r': role = optarg; break;
-        case 'n': name = optarg; break;
-        case 'p': plan = optarg; break;
-        case 'c': config = optarg; break;
-        case 'P': pw_stdin = 1; break;
-        case 'h': fputs(usage_user, stdout); return 0;
-        default: return usage_error(usage_user, NULL);
+        case 'd':
+            data = optarg;
+            break;
+        case 'e':
+            email = optarg;
+            break;
+        case 'r':
+            role = optarg;
+            break;
+        case 'n':
+            name = optarg;
+            break;
+        case 'p':
+            plan = optarg;
+            break;
+        case 'c':
+            config = optarg;
+            break;
+        case 'P':
+            pw_stdin = 1;
+            break;
+        case 'h':
+            fputs(usage_user, stdout);
+            return 0;
+        default:
+            return usage_error(usage_user, NULL);
         }
     }
     if (!data || !email || !role)
@@ -348,7 +394,8 @@ static int cmd_user(int argc, char **argv)
     c.u.user_create.plan = (uint8_t)core_plan_parse(plan);
     c.u.user_create.iterations = cfg.password_iterations;
     if (core_uuid_v7(&c.u.user_create.id, c.ts_ms) || auth_random(c.u.user_create.salt, 16) ||
-        auth_password_hash(pw, strlen(pw), c.u.user_create.salt, cfg.password_iterations, c.u.user_create.hash))
+        auth_password_hash(pw, strlen(pw), c.u.user_create.salt, cfg.password_iterations,
+                           c.u.user_create.hash))
         return 1;
     if (store_open(data, cfg.map_size_mb << 20, 0, &st)) {
         fprintf(stderr, "circa: cannot open data directory %s\n", data);
@@ -384,9 +431,14 @@ static int cmd_backup(int argc, char **argv)
     int o;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (o) {
-        case 'd': data = optarg; break;
-        case 'h': fputs(usage_backup, stdout); return 0;
-        default: return usage_error(usage_backup, NULL);
+        case 'd':
+            data = optarg;
+            break;
+        case 'h':
+            fputs(usage_backup, stdout);
+            return 0;
+        default:
+            return usage_error(usage_backup, NULL);
         }
     }
     if (optind != argc - 1)
@@ -397,7 +449,8 @@ static int cmd_backup(int argc, char **argv)
     }
     if (store_backup(st, argv[optind])) {
         store_close(st);
-        fprintf(stderr, "circa: cannot write the backup to %s (it must be empty or new)\n", argv[optind]);
+        fprintf(stderr, "circa: cannot write the backup to %s (it must be empty or new)\n",
+                argv[optind]);
         return 1;
     }
     store_close(st);
@@ -409,7 +462,8 @@ int main(int argc, char **argv)
 {
     if (argc < 2)
         return usage_error(usage_main, "a command is required");
-    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "help") == 0) {
+    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
+        strcmp(argv[1], "help") == 0) {
         fputs(usage_main, stdout);
         return 0;
     }

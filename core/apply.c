@@ -20,9 +20,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define DAY_S 86400
-#define IDEM_TTL_MS (24LL * 3600 * 1000)
-#define EXPIRE_BATCH 64
+#define DAY_S           86400
+#define IDEM_TTL_MS     (24LL * 3600 * 1000)
+#define EXPIRE_BATCH    64
 #define IDEM_TRIM_BATCH 16
 
 typedef struct ctx {
@@ -63,9 +63,15 @@ static int ok_body(ctx *x, int status, char *body)
 
 /* ---- small helpers ---- */
 
-static void fmt_time(int64_t s, char out[21]) { core_fmt_time(s, out); }
+static void fmt_time(int64_t s, char out[21])
+{
+    core_fmt_time(s, out);
+}
 
-static json_t *jstr(core_str s) { return json_stringn(s.p, s.len); }
+static json_t *jstr(core_str s)
+{
+    return json_stringn(s.p, s.len);
+}
 
 static json_t *juuid(const core_uuid *u)
 {
@@ -101,7 +107,10 @@ static const char *raw_after(const MDB_val *v, const char *pat)
     return p ? p + n : NULL;
 }
 
-static int raw_has(const MDB_val *v, const char *pat) { return raw_after(v, pat) != NULL; }
+static int raw_has(const MDB_val *v, const char *pat)
+{
+    return raw_after(v, pat) != NULL;
+}
 
 static uint64_t raw_uint(const MDB_val *v, const char *key)
 {
@@ -113,7 +122,8 @@ static uint64_t raw_uint(const MDB_val *v, const char *key)
 }
 
 /* v with the unsigned number after key replaced by n, stored under k */
-static int raw_put_uint(ctx *x, int db, const void *k, size_t kl, const MDB_val *v, const char *key, uint64_t n)
+static int raw_put_uint(ctx *x, int db, const void *k, size_t kl, const MDB_val *v, const char *key,
+                        uint64_t n)
 {
     const char *start = raw_after(v, key), *end = (const char *)v->mv_data + v->mv_size, *p;
     char num[24], *buf;
@@ -122,8 +132,8 @@ static int raw_put_uint(ctx *x, int db, const void *k, size_t kl, const MDB_val 
         return CORE_EIO;
     for (p = start; p < end && *p >= '0' && *p <= '9'; p++)
         ;
-    size_t pre = (size_t)(start - (const char *)v->mv_data), nl = (size_t)snprintf(num, sizeof num, "%llu",
-                                                                                    (unsigned long long)n);
+    size_t pre = (size_t)(start - (const char *)v->mv_data),
+           nl = (size_t)snprintf(num, sizeof num, "%llu", (unsigned long long)n);
     size_t post = (size_t)(end - p), len = pre + nl + post;
     if (!(buf = malloc(len)))
         return CORE_ENOMEM;
@@ -458,7 +468,8 @@ static int fill_holds(ctx *x, const core_uuid *rid, uint32_t copies)
 }
 
 /* end a waiting or ready hold: status is "cancelled", "expired" or "fulfilled" */
-static int hold_end(ctx *x, const core_uuid *hid, const core_uuid *uid, const char *status, int release)
+static int hold_end(ctx *x, const core_uuid *hid, const core_uuid *uid, const char *status,
+                    int release)
 {
     uint8_t uval[32], rk[40], want[17];
     core_uuid rid;
@@ -658,10 +669,10 @@ static int do_user_create(ctx *x)
         return problem(x, 409, "conflict", "a user with this email exists");
     if (store_get(x->t, DB_USERS, c->u.user_create.id.b, 16, &v) == 0)
         return problem(x, 409, "conflict", "a user with this id exists");
-    u = json_pack("{s:o,s:s,s:o,s:s,s:s,s:s,s:o}", "id", juuid(&c->u.user_create.id), "email", email,
-                  "name", jstr(c->u.user_create.name), "role", core_role_name(c->u.user_create.role),
-                  "plan", core_plan_name(c->u.user_create.plan), "status", "active", "created_at",
-                  jtime(x->now_s));
+    u = json_pack(
+        "{s:o,s:s,s:o,s:s,s:s,s:s,s:o}", "id", juuid(&c->u.user_create.id), "email", email, "name",
+        jstr(c->u.user_create.name), "role", core_role_name(c->u.user_create.role), "plan",
+        core_plan_name(c->u.user_create.plan), "status", "active", "created_at", jtime(x->now_s));
     if (!u)
         return problem(x, 422, "validation", "name is not valid UTF-8");
     s = save_json(x, DB_USERS, c->u.user_create.id.b, 16, u);
@@ -741,7 +752,10 @@ static int count_add(ctx *x, int type, int delta)
     return store_meta_put_u64(x->t, name, store_meta_u64(x->t, name) + (uint64_t)(int64_t)delta);
 }
 
-static int is_staff(int role) { return role == ROLE_LIBRARIAN || role == ROLE_ADMIN || role == ROLE_SERVICE; }
+static int is_staff(int role)
+{
+    return role == ROLE_LIBRARIAN || role == ROLE_ADMIN || role == ROLE_SERVICE;
+}
 
 static int do_res_put(ctx *x)
 {
@@ -768,7 +782,8 @@ static int do_res_put(ctx *x)
         if ((rc = scan_copies(x, rid, c->u.res_put.copies, &sc)))
             return rc;
         if (sc.max_used > c->u.res_put.copies)
-            return problem(x, 409, "conflict", "copies that are lent or kept for a hold cannot be removed");
+            return problem(x, 409, "conflict",
+                           "copies that are lent or kept for a hold cannot be removed");
     } else {
         fmt_time(x->now_s, created);
     }
@@ -801,7 +816,8 @@ static int do_res_put(ctx *x)
         }
         tk[0] = c->u.res_put.type;
         memcpy(tk + 1, rid->b, 16);
-        if ((rc = store_put(x->t, DB_RES_TYPE, tk, 17, "", 0)) || (rc = count_add(x, c->u.res_put.type, 1)))
+        if ((rc = store_put(x->t, DB_RES_TYPE, tk, 17, "", 0)) ||
+            (rc = count_add(x, c->u.res_put.type, 1)))
             return rc;
     }
     if ((rc = fill_holds(x, rid, c->u.res_put.copies)) || (rc = res_refresh(x, rid)))
@@ -909,7 +925,6 @@ typedef struct uhold_scan {
     int open; /* waiting or ready hold on rid */
     int ready;
 } uhold_scan;
-
 
 /* the open hold of uid on rid, if any (ended holds have ready_until 0 and no queue entry) */
 static int find_open_hold(ctx *x, const core_uuid *uid, const core_uuid *rid, uhold_scan *u)
@@ -1047,7 +1062,8 @@ static int do_checkout(ctx *x)
     fmt_time(due, dueat);
     /* every field is an id, a time or a number: nothing to escape */
     if (asprintf(&out,
-                 "{\"id\":\"%s\",\"user_id\":\"%s\",\"resource_id\":\"%s\",\"copy\":%u,\"status\":\"active\","
+                 "{\"id\":\"%s\",\"user_id\":\"%s\",\"resource_id\":\"%s\",\"copy\":%u,\"status\":"
+                 "\"active\","
                  "\"checked_out_at\":\"%s\",\"due_at\":\"%s\",\"returned_at\":null,\"renewals\":0}",
                  ls, us, rs, copy, at, dueat) < 0)
         return CORE_ENOMEM;
@@ -1064,9 +1080,11 @@ static int do_checkout(ctx *x)
     memcpy(dk + 8, lid->b, 16);
     uint8_t ck[20];
     copy_key(ck, rid, copy);
-    if ((rc = store_put(x->t, DB_ULOANS, k, 32, "a", 1)) || (rc = store_put(x->t, DB_UACTIVE, k, 32, ua, 28)) ||
-        (rc = store_put(x->t, DB_COPIES, ck, 20, cv, 17)) || (rc = store_put(x->t, DB_DUE, dk, 24, "", 0)) ||
-        (rc = stat_add(x, rid, 1)) || (rc = res_refresh(x, rid)))
+    if ((rc = store_put(x->t, DB_ULOANS, k, 32, "a", 1)) ||
+        (rc = store_put(x->t, DB_UACTIVE, k, 32, ua, 28)) ||
+        (rc = store_put(x->t, DB_COPIES, ck, 20, cv, 17)) ||
+        (rc = store_put(x->t, DB_DUE, dk, 24, "", 0)) || (rc = stat_add(x, rid, 1)) ||
+        (rc = res_refresh(x, rid)))
         goto fail;
     return ok_body(x, 201, out);
 fail:
@@ -1150,9 +1168,11 @@ static int do_return(ctx *x)
         return CORE_EIO;
     store_be64(dk, due);
     memcpy(dk + 8, lid->b, 16);
-    if ((rc = store_put(x->t, DB_LOANS, lid->b, 16, out, len)) || (rc = store_put(x->t, DB_ULOANS, k, 32, "r", 1)) ||
+    if ((rc = store_put(x->t, DB_LOANS, lid->b, 16, out, len)) ||
+        (rc = store_put(x->t, DB_ULOANS, k, 32, "r", 1)) ||
         (rc = store_del(x->t, DB_UACTIVE, k, 32)) || (rc = store_del(x->t, DB_DUE, dk, 24)) ||
-        (rc = copy_released(x, &rid, copy)) || (rc = stat_add(x, &rid, 0)) || (rc = res_refresh(x, &rid))) {
+        (rc = copy_released(x, &rid, copy)) || (rc = stat_add(x, &rid, 0)) ||
+        (rc = res_refresh(x, &rid))) {
         free(out);
         return rc;
     }
@@ -1228,7 +1248,8 @@ static int do_renew(ctx *x)
     rc = store_del(x->t, DB_DUE, dk, 24);
     store_be64(dk, ndue);
     store_be64(ua + 16, ndue);
-    if (rc || (rc = store_put(x->t, DB_DUE, dk, 24, "", 0)) || (rc = store_put(x->t, DB_UACTIVE, k, 32, ua, 28))) {
+    if (rc || (rc = store_put(x->t, DB_DUE, dk, 24, "", 0)) ||
+        (rc = store_put(x->t, DB_UACTIVE, k, 32, ua, 28))) {
         free(out);
         return rc;
     }
@@ -1252,19 +1273,21 @@ static int do_hold_place(ctx *x)
     if (check_borrower(x, uid, rid, &b))
         return 0;
     memcpy(a.rid, rid->b, 16);
-    if ((rc = scan_prefix(x, DB_UACTIVE, uid->b, 16, active_fn, &a)) || (rc = find_open_hold(x, uid, rid, &hs)))
+    if ((rc = scan_prefix(x, DB_UACTIVE, uid->b, 16, active_fn, &a)) ||
+        (rc = find_open_hold(x, uid, rid, &hs)))
         return rc;
     if (a.has_this || hs.open)
-        return problem(x, 409, "conflict", "this member already has this resource on loan or on hold");
+        return problem(x, 409, "conflict",
+                       "this member already has this resource on loan or on hold");
     if (store_get(x->t, DB_HOLDS, hid->b, 16, &v) == 0)
         return problem(x, 409, "conflict", "a hold with this id exists");
     if ((rc = scan_copies(x, rid, b.copies, &s)))
         return rc;
     if (s.free_copy)
         return problem(x, 409, "conflict", "a copy is available: check it out instead");
-    hold = json_pack("{s:o,s:o,s:o,s:s,s:i,s:n,s:o}", "id", juuid(hid), "user_id", juuid(uid), "resource_id",
-                     juuid(rid), "status", "waiting", "position", 0, "ready_until", "created_at",
-                     jtime(x->now_s));
+    hold = json_pack("{s:o,s:o,s:o,s:s,s:i,s:n,s:o}", "id", juuid(hid), "user_id", juuid(uid),
+                     "resource_id", juuid(rid), "status", "waiting", "position", 0, "ready_until",
+                     "created_at", jtime(x->now_s));
     rc = hold ? save_json_only(x, DB_HOLDS, hid->b, 16, hold) : CORE_ENOMEM;
     json_decref(hold);
     if (rc)
@@ -1346,20 +1369,47 @@ int apply(struct store_txn *t, uint64_t index, const cmd *c, apply_result *res)
     if (c->idem.len && idem_lookup(&x))
         goto done;
     switch (c->type) {
-    case CMD_BOOTSTRAP: rc = do_bootstrap(&x); break;
-    case CMD_POLICY: rc = do_policy(&x); break;
-    case CMD_TICK: rc = ok_body(&x, 200, strdup("{}")); break;
-    case CMD_USER_CREATE: rc = do_user_create(&x); break;
-    case CMD_USER_UPDATE: rc = do_user_update(&x); break;
-    case CMD_RES_PUT: rc = do_res_put(&x); break;
-    case CMD_RES_DELETE: rc = do_res_delete(&x); break;
-    case CMD_LOAN_CHECKOUT: rc = do_checkout(&x); break;
-    case CMD_LOAN_RETURN: rc = do_return(&x); break;
-    case CMD_LOAN_RENEW: rc = do_renew(&x); break;
-    case CMD_HOLD_PLACE: rc = do_hold_place(&x); break;
-    case CMD_HOLD_CANCEL: rc = do_hold_cancel(&x); break;
-    case CMD_APIKEY_CREATE: rc = do_apikey(&x); break;
-    default: rc = CORE_EINVAL;
+    case CMD_BOOTSTRAP:
+        rc = do_bootstrap(&x);
+        break;
+    case CMD_POLICY:
+        rc = do_policy(&x);
+        break;
+    case CMD_TICK:
+        rc = ok_body(&x, 200, strdup("{}"));
+        break;
+    case CMD_USER_CREATE:
+        rc = do_user_create(&x);
+        break;
+    case CMD_USER_UPDATE:
+        rc = do_user_update(&x);
+        break;
+    case CMD_RES_PUT:
+        rc = do_res_put(&x);
+        break;
+    case CMD_RES_DELETE:
+        rc = do_res_delete(&x);
+        break;
+    case CMD_LOAN_CHECKOUT:
+        rc = do_checkout(&x);
+        break;
+    case CMD_LOAN_RETURN:
+        rc = do_return(&x);
+        break;
+    case CMD_LOAN_RENEW:
+        rc = do_renew(&x);
+        break;
+    case CMD_HOLD_PLACE:
+        rc = do_hold_place(&x);
+        break;
+    case CMD_HOLD_CANCEL:
+        rc = do_hold_cancel(&x);
+        break;
+    case CMD_APIKEY_CREATE:
+        rc = do_apikey(&x);
+        break;
+    default:
+        rc = CORE_EINVAL;
     }
     if (rc)
         goto fail;

@@ -20,7 +20,10 @@ typedef struct rd {
     int err;
 } rd;
 
-static int put8(core_buf *b, uint8_t v) { return core_buf_put(b, &v, 1); }
+static int put8(core_buf *b, uint8_t v)
+{
+    return core_buf_put(b, &v, 1);
+}
 
 static int put32(core_buf *b, uint32_t v)
 {

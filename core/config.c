@@ -48,31 +48,52 @@ typedef struct field {
     size_t size; /* for strings */
 } field;
 
-#define F(name, kind, member) {name, kind, offsetof(core_config, member), sizeof(((core_config *)0)->member)}
+#define F(name, kind, member)                                                         \
+    {                                                                                 \
+        name, kind, offsetof(core_config, member), sizeof(((core_config *)0)->member) \
+    }
 
 static const field top_fields[] = {
-    F("listen", K_STR, listen), F("data", K_STR, data), F("threads", K_INT, threads),
-    F("map_size_mb", K_U64, map_size_mb), F("fsync", K_BOOL, fsync), F("log_level", K_LOG, log_level),
-    F("password_iterations", K_U32, password_iterations), F("grant_ttl_s", K_INT, grant_ttl_s),
-    F("content_base_url", K_STR, content_base_url), {NULL, 0, 0, 0},
+    F("listen", K_STR, listen),
+    F("data", K_STR, data),
+    F("threads", K_INT, threads),
+    F("map_size_mb", K_U64, map_size_mb),
+    F("fsync", K_BOOL, fsync),
+    F("log_level", K_LOG, log_level),
+    F("password_iterations", K_U32, password_iterations),
+    F("grant_ttl_s", K_INT, grant_ttl_s),
+    F("content_base_url", K_STR, content_base_url),
+    {NULL, 0, 0, 0},
 };
 static const field jwt_fields[] = {
-    F("alg", K_STR, jwt.alg), F("public_key_file", K_STR, jwt.public_key_file),
-    F("jwks_file", K_STR, jwt.jwks_file), F("issuer", K_STR, jwt.issuer), F("audience", K_STR, jwt.audience),
-    F("leeway_s", K_INT, jwt.leeway_s), F("ttl_s", K_INT, jwt.ttl_s), {NULL, 0, 0, 0},
+    F("alg", K_STR, jwt.alg),
+    F("public_key_file", K_STR, jwt.public_key_file),
+    F("jwks_file", K_STR, jwt.jwks_file),
+    F("issuer", K_STR, jwt.issuer),
+    F("audience", K_STR, jwt.audience),
+    F("leeway_s", K_INT, jwt.leeway_s),
+    F("ttl_s", K_INT, jwt.ttl_s),
+    {NULL, 0, 0, 0},
 };
 static const field policy_fields[] = {
-    F("loan_days", K_U32, policy.loan_days), F("max_renewals", K_U32, policy.max_renewals),
-    F("max_loans", K_U32, policy.max_loans), F("max_loans_premium", K_U32, policy.max_loans_premium),
-    F("pickup_days", K_U32, policy.pickup_days), {NULL, 0, 0, 0},
+    F("loan_days", K_U32, policy.loan_days),
+    F("max_renewals", K_U32, policy.max_renewals),
+    F("max_loans", K_U32, policy.max_loans),
+    F("max_loans_premium", K_U32, policy.max_loans_premium),
+    F("pickup_days", K_U32, policy.pickup_days),
+    {NULL, 0, 0, 0},
 };
 static const field limits_fields[] = {
-    F("max_body_bytes", K_U64, limits.max_body_bytes), F("max_header_bytes", K_U64, limits.max_header_bytes),
-    F("max_json_depth", K_INT, limits.max_json_depth), F("rate_per_s", K_NUM, limits.rate_per_s),
-    F("rate_burst", K_NUM, limits.rate_burst), {NULL, 0, 0, 0},
+    F("max_body_bytes", K_U64, limits.max_body_bytes),
+    F("max_header_bytes", K_U64, limits.max_header_bytes),
+    F("max_json_depth", K_INT, limits.max_json_depth),
+    F("rate_per_s", K_NUM, limits.rate_per_s),
+    F("rate_burst", K_NUM, limits.rate_burst),
+    {NULL, 0, 0, 0},
 };
 
-static int set_field(core_config *c, const field *f, json_t *v, const char *path, char *err, size_t errlen)
+static int set_field(core_config *c, const field *f, json_t *v, const char *path, char *err,
+                     size_t errlen)
 {
     char *p = (char *)c + f->off;
     switch (f->kind) {
@@ -91,7 +112,8 @@ static int set_field(core_config *c, const field *f, json_t *v, const char *path
         *(int *)p = (int)json_integer_value(v);
         return 0;
     case K_U32:
-        if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > 0xffffffffLL)
+        if (!json_is_integer(v) || json_integer_value(v) < 0 ||
+            json_integer_value(v) > 0xffffffffLL)
             goto bad;
         *(uint32_t *)p = (uint32_t)json_integer_value(v);
         return 0;
@@ -121,17 +143,20 @@ bad:
     return CORE_EINVAL;
 }
 
-static int load_object(core_config *c, json_t *obj, const field *fields, const char *prefix, char *err,
-                       size_t errlen)
+static int load_object(core_config *c, json_t *obj, const field *fields, const char *prefix,
+                       char *err, size_t errlen)
 {
     const char *key;
     json_t *v;
-    json_object_foreach(obj, key, v) {
+    json_object_foreach (obj, key, v) {
         const field *f = fields;
         char path[128];
         snprintf(path, sizeof path, "%s%s", prefix, key);
-        if (!*prefix && (strcmp(key, "jwt") == 0 || strcmp(key, "policy") == 0 || strcmp(key, "limits") == 0)) {
-            const field *sub = key[0] == 'j' ? jwt_fields : key[0] == 'p' ? policy_fields : limits_fields;
+        if (!*prefix &&
+            (strcmp(key, "jwt") == 0 || strcmp(key, "policy") == 0 || strcmp(key, "limits") == 0)) {
+            const field *sub = key[0] == 'j'   ? jwt_fields
+                               : key[0] == 'p' ? policy_fields
+                                               : limits_fields;
             char pre[32];
             if (!json_is_object(v)) {
                 snprintf(err, errlen, "config: %s must be an object", key);
@@ -206,7 +231,8 @@ int core_config_check(const core_config *c, char *err, size_t errlen)
         why = "threads must be from 1 to 256";
     else if (c->map_size_mb < 16)
         why = "map_size_mb must be at least 16";
-    else if (strcmp(c->jwt.alg, "HS256") && strcmp(c->jwt.alg, "RS256") && strcmp(c->jwt.alg, "ES256"))
+    else if (strcmp(c->jwt.alg, "HS256") && strcmp(c->jwt.alg, "RS256") &&
+             strcmp(c->jwt.alg, "ES256"))
         why = "jwt.alg must be HS256, RS256 or ES256";
     else if (strcmp(c->jwt.alg, "HS256") && !c->jwt.public_key_file[0] && !c->jwt.jwks_file[0])
         why = "jwt.alg RS256/ES256 needs jwt.public_key_file or jwt.jwks_file";

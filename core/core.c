@@ -23,7 +23,10 @@
 static int log_level = LOG_INFO;
 static const char *level_names[] = {"debug", "info", "warn", "error"};
 
-void core_log_set_level(int level) { log_level = level; }
+void core_log_set_level(int level)
+{
+    log_level = level;
+}
 
 int core_log_level_parse(const char *s)
 {
@@ -63,8 +66,8 @@ void core_log(int level, const char *msg, const char *fields, ...)
         return;
     ms = core_now_ms();
     core_fmt_time(ms / 1000, ts);
-    n = (size_t)snprintf(line, sizeof line, "{\"ts\":\"%.19s.%03dZ\",\"level\":\"%s\",\"msg\":\"", ts,
-                         (int)(ms % 1000), level_names[level]);
+    n = (size_t)snprintf(line, sizeof line, "{\"ts\":\"%.19s.%03dZ\",\"level\":\"%s\",\"msg\":\"",
+                         ts, (int)(ms % 1000), level_names[level]);
     core_json_escape(msg, line + n, sizeof line - n - 64);
     n += strlen(line + n);
     line[n++] = '"';
@@ -101,7 +104,9 @@ int64_t core_mono_ns(void)
 /* years outside 0..9999 do not fit RFC 3339: clamp rather than overflow */
 static int utc(int64_t unix_s, struct tm *tm)
 {
-    time_t t = (time_t)(unix_s < 0 ? 0 : unix_s > CMD_MAX_TS_MS / 1000 ? CMD_MAX_TS_MS / 1000 : unix_s);
+    time_t t = (time_t)(unix_s < 0                      ? 0
+                        : unix_s > CMD_MAX_TS_MS / 1000 ? CMD_MAX_TS_MS / 1000
+                                                        : unix_s);
     return gmtime_r(&t, tm) != NULL;
 }
 
@@ -220,7 +225,10 @@ void core_inbox_free(core_inbox *in)
     free(in);
 }
 
-int core_inbox_fd(const core_inbox *in) { return in->fd; }
+int core_inbox_fd(const core_inbox *in)
+{
+    return in->fd;
+}
 
 static void inbox_link(core_inbox *in, core_msg *m)
 {
@@ -291,8 +299,8 @@ core_msg *core_inbox_pop(core_inbox *in)
 static const char *role_names[] = {"member", "librarian", "admin", "service"};
 static const char *plan_names[] = {"standard", "premium"};
 static const char *ustatus_names[] = {"active", "blocked"};
-static const char *rtype_names[] = {"FICTION", "FANTASY", "NONFICTION", "HISTORY",
-                                    "POETRY", "SCHOLARLY_JOURNAL", "VIDEO", "AUDIO"};
+static const char *rtype_names[] = {"FICTION", "FANTASY",           "NONFICTION", "HISTORY",
+                                    "POETRY",  "SCHOLARLY_JOURNAL", "VIDEO",      "AUDIO"};
 
 #define NAME_OF(tab, v) ((v) >= 0 && (size_t)(v) < sizeof tab / sizeof tab[0] ? tab[v] : "?")
 
@@ -304,14 +312,38 @@ static int parse_name(const char **tab, size_t n, const char *s)
     return -1;
 }
 
-const char *core_role_name(int r) { return NAME_OF(role_names, r); }
-const char *core_plan_name(int p) { return NAME_OF(plan_names, p); }
-const char *core_ustatus_name(int s) { return NAME_OF(ustatus_names, s); }
-const char *core_rtype_name(int t) { return NAME_OF(rtype_names, t); }
-int core_role_parse(const char *s) { return parse_name(role_names, ROLE__COUNT, s); }
-int core_plan_parse(const char *s) { return parse_name(plan_names, PLAN__COUNT, s); }
-int core_ustatus_parse(const char *s) { return parse_name(ustatus_names, USTATUS__COUNT, s); }
-int core_rtype_parse(const char *s) { return parse_name(rtype_names, RTYPE__COUNT, s); }
+const char *core_role_name(int r)
+{
+    return NAME_OF(role_names, r);
+}
+const char *core_plan_name(int p)
+{
+    return NAME_OF(plan_names, p);
+}
+const char *core_ustatus_name(int s)
+{
+    return NAME_OF(ustatus_names, s);
+}
+const char *core_rtype_name(int t)
+{
+    return NAME_OF(rtype_names, t);
+}
+int core_role_parse(const char *s)
+{
+    return parse_name(role_names, ROLE__COUNT, s);
+}
+int core_plan_parse(const char *s)
+{
+    return parse_name(plan_names, PLAN__COUNT, s);
+}
+int core_ustatus_parse(const char *s)
+{
+    return parse_name(ustatus_names, USTATUS__COUNT, s);
+}
+int core_rtype_parse(const char *s)
+{
+    return parse_name(rtype_names, RTYPE__COUNT, s);
+}
 
 void core_policy_default(core_policy *p)
 {
@@ -353,17 +385,28 @@ int core_buf_put(core_buf *b, const void *p, size_t n)
 static const char *status_title(int status)
 {
     switch (status) {
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 409: return "Conflict";
-    case 413: return "Payload Too Large";
-    case 422: return "Unprocessable Content";
-    case 429: return "Too Many Requests";
-    case 503: return "Service Unavailable";
-    default: return "Internal Server Error";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 409:
+        return "Conflict";
+    case 413:
+        return "Payload Too Large";
+    case 422:
+        return "Unprocessable Content";
+    case 429:
+        return "Too Many Requests";
+    case 503:
+        return "Service Unavailable";
+    default:
+        return "Internal Server Error";
     }
 }
 
@@ -375,13 +418,16 @@ char *core_problem(int status, const char *kind, const char *detail, const char 
 
     core_json_escape(detail ? detail : "", d, sizeof d);
     core_json_escape(field ? field : "", f, sizeof f);
-    n = snprintf(NULL, 0, "{\"type\":\"/problems/%s\",\"title\":\"%s\",\"status\":%d,\"detail\":\"%s\"%s%s%s}",
-                 kind, status_title(status), status, d, field ? ",\"field\":\"" : "", field ? f : "",
-                 field ? "\"" : "");
+    n = snprintf(
+        NULL, 0,
+        "{\"type\":\"/problems/%s\",\"title\":\"%s\",\"status\":%d,\"detail\":\"%s\"%s%s%s}", kind,
+        status_title(status), status, d, field ? ",\"field\":\"" : "", field ? f : "",
+        field ? "\"" : "");
     out = malloc((size_t)n + 1);
     if (!out)
         return NULL;
-    snprintf(out, (size_t)n + 1, "{\"type\":\"/problems/%s\",\"title\":\"%s\",\"status\":%d,\"detail\":\"%s\"%s%s%s}",
+    snprintf(out, (size_t)n + 1,
+             "{\"type\":\"/problems/%s\",\"title\":\"%s\",\"status\":%d,\"detail\":\"%s\"%s%s%s}",
              kind, status_title(status), status, d, field ? ",\"field\":\"" : "", field ? f : "",
              field ? "\"" : "");
     *len = (size_t)n;

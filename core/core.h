@@ -17,11 +17,11 @@
 
 enum {
     CORE_OK = 0,
-    CORE_EINVAL = -1,  /* malformed input */
-    CORE_ENOMEM = -2,  /* allocation failed */
-    CORE_EIO = -3,     /* system or storage error */
-    CORE_ERANGE = -4,  /* value or size out of bounds */
-    CORE_ENOENT = -5,  /* not found */
+    CORE_EINVAL = -1, /* malformed input */
+    CORE_ENOMEM = -2, /* allocation failed */
+    CORE_EIO = -3,    /* system or storage error */
+    CORE_ERANGE = -4, /* value or size out of bounds */
+    CORE_ENOENT = -5, /* not found */
 };
 
 /* ---- logging: one JSON object per line on stderr ---------------------- */
@@ -40,8 +40,8 @@ void core_json_escape(const char *s, char *out, size_t outlen);
 
 /* ---- clocks ------------------------------------------------------------ */
 
-int64_t core_now_ms(void);   /* wall clock, unix milliseconds */
-int64_t core_mono_ns(void);  /* monotonic nanoseconds */
+int64_t core_now_ms(void);  /* wall clock, unix milliseconds */
+int64_t core_mono_ns(void); /* monotonic nanoseconds */
 /* RFC 3339 UTC with seconds, "2026-11-22T10:00:00Z"; out needs 21 bytes */
 void core_fmt_time(int64_t unix_s, char out[21]);
 void core_fmt_day(int64_t unix_s, char out[11]); /* "2026-11-22" */
@@ -86,8 +86,15 @@ enum core_role { ROLE_MEMBER = 0, ROLE_LIBRARIAN, ROLE_ADMIN, ROLE_SERVICE, ROLE
 enum core_plan { PLAN_STANDARD = 0, PLAN_PREMIUM, PLAN__COUNT };
 enum core_ustatus { USTATUS_ACTIVE = 0, USTATUS_BLOCKED, USTATUS__COUNT };
 enum core_rtype {
-    RTYPE_FICTION = 0, RTYPE_FANTASY, RTYPE_NONFICTION, RTYPE_HISTORY, RTYPE_POETRY,
-    RTYPE_SCHOLARLY_JOURNAL, RTYPE_VIDEO, RTYPE_AUDIO, RTYPE__COUNT
+    RTYPE_FICTION = 0,
+    RTYPE_FANTASY,
+    RTYPE_NONFICTION,
+    RTYPE_HISTORY,
+    RTYPE_POETRY,
+    RTYPE_SCHOLARLY_JOURNAL,
+    RTYPE_VIDEO,
+    RTYPE_AUDIO,
+    RTYPE__COUNT
 };
 
 const char *core_role_name(int r);
@@ -102,14 +109,14 @@ int core_rtype_parse(const char *s);
 
 /* field limits in characters, shared by the HTTP validators and the command
  * decoder (which allows 4 bytes per character of UTF-8) */
-#define CORE_MAX_EMAIL 254
-#define CORE_MAX_NAME 200
-#define CORE_MAX_TITLE 500
-#define CORE_MAX_AUTHOR 200
-#define CORE_MAX_TAG 100
-#define CORE_MAX_LIST 50
-#define CORE_MAX_COPIES 100000
-#define CORE_MAX_IDEM 64
+#define CORE_MAX_EMAIL   254
+#define CORE_MAX_NAME    200
+#define CORE_MAX_TITLE   500
+#define CORE_MAX_AUTHOR  200
+#define CORE_MAX_TAG     100
+#define CORE_MAX_LIST    50
+#define CORE_MAX_COPIES  100000
+#define CORE_MAX_IDEM    64
 #define CORE_MAX_KEYNAME 100
 
 /* circulation policy; part of the replicated state (set by CMD_POLICY) */
@@ -184,7 +191,7 @@ enum cmd_type {
     CMD__COUNT
 };
 
-#define CMD_VERSION 1
+#define CMD_VERSION  1
 #define CMD_MAX_SIZE (64 * 1024)
 /* 9999-12-31T23:59:59.999Z: times must print as RFC 3339 */
 #define CMD_MAX_TS_MS 253402300799999LL
@@ -201,8 +208,8 @@ enum { RES_CREATE = 0, RES_UPSERT = 1 };
 
 typedef struct cmd {
     uint8_t type;
-    int64_t ts_ms;        /* proposer's wall clock: apply() reads no other */
-    core_uuid actor;      /* principal; nil for anonymous */
+    int64_t ts_ms;   /* proposer's wall clock: apply() reads no other */
+    core_uuid actor; /* principal; nil for anonymous */
     uint8_t actor_role;
     core_str idem;        /* client idempotency key, len 0 when absent */
     uint8_t req_hash[32]; /* SHA-256 of method, path and body (with idem) */
@@ -268,9 +275,9 @@ int cmd_decode(const uint8_t *p, size_t len, cmd *c);
  */
 
 typedef struct apply_result {
-    int status;      /* HTTP status */
-    int problem;     /* body is application/problem+json */
-    char *body;      /* malloc'd, may be NULL for 204 */
+    int status;  /* HTTP status */
+    int problem; /* body is application/problem+json */
+    char *body;  /* malloc'd, may be NULL for 204 */
     size_t body_len;
 } apply_result;
 
@@ -282,6 +289,7 @@ int apply(struct store_txn *txn, uint64_t index, const cmd *c, apply_result *res
 char *apply_hold_render(struct store_txn *t, const void *data, size_t len, size_t *outlen);
 
 /* problem documents, shared by apply() and the HTTP layer */
-char *core_problem(int status, const char *kind, const char *detail, const char *field, size_t *len);
+char *core_problem(int status, const char *kind, const char *detail, const char *field,
+                   size_t *len);
 
 #endif

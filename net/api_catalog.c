@@ -35,7 +35,8 @@ int h_res_counts(req_ctx *c, const core_uuid *unused)
 
 int h_res_list(req_ctx *c, const core_uuid *unused)
 {
-    const char *type = query_get(c, "type"), *lim = query_get(c, "limit"), *cursor = query_get(c, "cursor");
+    const char *type = query_get(c, "type"), *lim = query_get(c, "limit"),
+               *cursor = query_get(c, "cursor");
     struct evbuffer *b = evhttp_request_get_output_buffer(c->req);
     store_txn *t = read_txn(c);
     int rtype = -1, n = 0, rc;
@@ -72,7 +73,8 @@ int h_res_list(req_ctx *c, const core_uuid *unused)
     if (rc == 0 && cursor && key.mv_size == plen + 16 && memcmp(key.mv_data, k, plen + 16) == 0)
         rc = mdb_cursor_get(cur, &key, &val, MDB_NEXT);
     evbuffer_add(b, "{\"items\":[", 10);
-    while (rc == 0 && key.mv_size == plen + 16 && (!plen || ((uint8_t *)key.mv_data)[0] == (uint8_t)rtype)) {
+    while (rc == 0 && key.mv_size == plen + 16 &&
+           (!plen || ((uint8_t *)key.mv_data)[0] == (uint8_t)rtype)) {
         const uint8_t *id = (const uint8_t *)key.mv_data + plen;
         MDB_val r = val;
         if (n == limit)
@@ -101,8 +103,10 @@ int h_res_list(req_ctx *c, const core_uuid *unused)
 /* shared by POST (id optional, create only) and PUT (id from path, upsert) */
 static int res_write(req_ctx *c, const core_uuid *path_id)
 {
-    static const char *const post_allowed[] = {"title", "type", "copies", "premium", "authors", "tags", "id", NULL};
-    static const char *const put_allowed[] = {"title", "type", "copies", "premium", "authors", "tags", NULL};
+    static const char *const post_allowed[] = {"title",   "type", "copies", "premium",
+                                               "authors", "tags", "id",     NULL};
+    static const char *const put_allowed[] = {"title",   "type", "copies", "premium",
+                                              "authors", "tags", NULL};
     cmd cm = {.type = CMD_RES_PUT};
     json_t *o;
     uint64_t copies = 1;
@@ -114,10 +118,12 @@ static int res_write(req_ctx *c, const core_uuid *path_id)
         return -1;
     if (body_str(c, o, "title", 1, 1, CORE_MAX_TITLE, &cm.u.res_put.title) ||
         body_enum(c, o, "type", 1, core_rtype_parse, &type) ||
-        body_uint(c, o, "copies", 0, CORE_MAX_COPIES, &copies) < 0 || body_bool(c, o, "premium", &premium) < 0 ||
+        body_uint(c, o, "copies", 0, CORE_MAX_COPIES, &copies) < 0 ||
+        body_bool(c, o, "premium", &premium) < 0 ||
         body_str_list(c, o, "authors", CORE_MAX_LIST, CORE_MAX_AUTHOR, cm.u.res_put.authors,
                       &cm.u.res_put.n_authors) < 0 ||
-        body_str_list(c, o, "tags", CORE_MAX_LIST, CORE_MAX_TAG, cm.u.res_put.tags, &cm.u.res_put.n_tags) < 0)
+        body_str_list(c, o, "tags", CORE_MAX_LIST, CORE_MAX_TAG, cm.u.res_put.tags,
+                      &cm.u.res_put.n_tags) < 0)
         goto out;
     if (path_id) {
         cm.u.res_put.id = *path_id;
@@ -143,8 +149,14 @@ out:
     return -1;
 }
 
-int h_res_create(req_ctx *c, const core_uuid *unused) { return res_write(c, NULL); }
-int h_res_put(req_ctx *c, const core_uuid *id) { return res_write(c, id); }
+int h_res_create(req_ctx *c, const core_uuid *unused)
+{
+    return res_write(c, NULL);
+}
+int h_res_put(req_ctx *c, const core_uuid *id)
+{
+    return res_write(c, id);
+}
 
 int h_res_delete(req_ctx *c, const core_uuid *id)
 {

@@ -21,7 +21,8 @@ static int place(req_ctx *c, int type)
         return -1;
     if (!(o = body_object(c, allowed)))
         return -1;
-    if (body_uuid(c, o, "resource_id", 1, &cm.u.place.resource) || (rc = body_uuid(c, o, "user_id", 0, &cm.u.place.user)) < 0)
+    if (body_uuid(c, o, "resource_id", 1, &cm.u.place.resource) ||
+        (rc = body_uuid(c, o, "user_id", 0, &cm.u.place.user)) < 0)
         goto out;
     if (rc == 1)
         cm.u.place.user = c->who.id;
@@ -41,8 +42,14 @@ out:
     return -1;
 }
 
-int h_loan_create(req_ctx *c, const core_uuid *unused) { return place(c, CMD_LOAN_CHECKOUT); }
-int h_hold_create(req_ctx *c, const core_uuid *unused) { return place(c, CMD_HOLD_PLACE); }
+int h_loan_create(req_ctx *c, const core_uuid *unused)
+{
+    return place(c, CMD_LOAN_CHECKOUT);
+}
+int h_hold_create(req_ctx *c, const core_uuid *unused)
+{
+    return place(c, CMD_HOLD_PLACE);
+}
 
 static int target(req_ctx *c, int type, const core_uuid *id)
 {
@@ -53,9 +60,18 @@ static int target(req_ctx *c, int type, const core_uuid *id)
     return propose(c, &cm);
 }
 
-int h_loan_return(req_ctx *c, const core_uuid *id) { return target(c, CMD_LOAN_RETURN, id); }
-int h_loan_renew(req_ctx *c, const core_uuid *id) { return target(c, CMD_LOAN_RENEW, id); }
-int h_hold_delete(req_ctx *c, const core_uuid *id) { return target(c, CMD_HOLD_CANCEL, id); }
+int h_loan_return(req_ctx *c, const core_uuid *id)
+{
+    return target(c, CMD_LOAN_RETURN, id);
+}
+int h_loan_renew(req_ctx *c, const core_uuid *id)
+{
+    return target(c, CMD_LOAN_RENEW, id);
+}
+int h_hold_delete(req_ctx *c, const core_uuid *id)
+{
+    return target(c, CMD_HOLD_CANCEL, id);
+}
 
 int h_res_access(req_ctx *c, const core_uuid *rid)
 {
@@ -80,17 +96,20 @@ int h_res_access(req_ctx *c, const core_uuid *rid)
     }
     mdb_cursor_close(cur);
     if (!on_loan)
-        return reply_problem(c, 403, "forbidden", "access needs an active loan of this resource", NULL);
+        return reply_problem(c, 403, "forbidden", "access needs an active loan of this resource",
+                             NULL);
     if (memmem(res.mv_data, res.mv_size, "\"premium\":true", 14) && c->who.plan != PLAN_PREMIUM)
-        return reply_problem(c, 403, "premium-required", "this resource needs the premium plan", NULL);
+        return reply_problem(c, 403, "premium-required", "this resource needs the premium plan",
+                             NULL);
     int64_t exp = core_now_ms() / 1000 + s->cfg->grant_ttl_s;
     core_uuid_fmt(rid, rs);
     core_uuid_fmt(&c->who.id, us);
     auth_grant_sign(s->grant_key, 32, rs, us, exp, sig);
     core_fmt_time(exp, when);
     struct evbuffer *b = evhttp_request_get_output_buffer(c->req);
-    evbuffer_add_printf(b, "{\"url\":\"%s/v1/content/%s?user=%s&exp=%lld&sig=%s\",\"expires_at\":\"%s\"}",
-                        s->cfg->content_base_url, rs, us, (long long)exp, sig, when);
+    evbuffer_add_printf(
+        b, "{\"url\":\"%s/v1/content/%s?user=%s&exp=%lld&sig=%s\",\"expires_at\":\"%s\"}",
+        s->cfg->content_base_url, rs, us, (long long)exp, sig, when);
     reply_buf(c, 200, "application/json", b);
     return 0;
 }
@@ -110,10 +129,12 @@ int h_content(req_ctx *c, const core_uuid *rid)
         return reply_problem(c, 403, "forbidden", "the access grant is malformed", NULL);
     core_uuid_fmt(rid, rs);
     if (auth_grant_verify(s->grant_key, 32, rs, user, e, sig, core_now_ms() / 1000) != 1)
-        return reply_problem(c, 403, "forbidden", "the access grant is not valid or has expired", NULL);
+        return reply_problem(c, 403, "forbidden", "the access grant is not valid or has expired",
+                             NULL);
     core_fmt_time(e, when);
     struct evbuffer *b = evhttp_request_get_output_buffer(c->req);
-    evbuffer_add_printf(b, "{\"resource_id\":\"%s\",\"user_id\":\"%s\",\"expires_at\":\"%s\"}", rs, user, when);
+    evbuffer_add_printf(b, "{\"resource_id\":\"%s\",\"user_id\":\"%s\",\"expires_at\":\"%s\"}", rs,
+                        user, when);
     reply_buf(c, 200, "application/json", b);
     return 0;
 }

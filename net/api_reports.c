@@ -10,7 +10,7 @@
 #include <string.h>
 
 #define REPORT_MAX_ROWS 10000
-#define TOP_MAX 100
+#define TOP_MAX         100
 
 static int want_csv(req_ctx *c)
 {
@@ -61,7 +61,8 @@ int h_rep_overdue(req_ctx *c, const core_uuid *unused)
         return -1;
     if (mdb_cursor_open(t->txn, store_dbi(t->st, DB_DUE), &cur))
         return reply_problem(c, 503, "unavailable", "the store cannot be read", NULL);
-    evbuffer_add_printf(b, csv ? "loan_id,user_id,resource_id,due_at,days_overdue\r\n" : "{\"items\":[");
+    evbuffer_add_printf(b, csv ? "loan_id,user_id,resource_id,due_at,days_overdue\r\n"
+                               : "{\"items\":[");
     rc = mdb_cursor_get(cur, &key, &val, MDB_FIRST);
     while (rc == 0 && key.mv_size == 24 && n < REPORT_MAX_ROWS) {
         int64_t due = (int64_t)store_rd64(key.mv_data);
@@ -80,10 +81,11 @@ int h_rep_overdue(req_ctx *c, const core_uuid *unused)
                 if (csv)
                     evbuffer_add_printf(b, "%s,%s,%s,%s,%lld\r\n", f[0], f[1], f[2], f[3], days);
                 else
-                    evbuffer_add_printf(b,
-                                        "%s{\"loan_id\":\"%s\",\"user_id\":\"%s\",\"resource_id\":\"%s\","
-                                        "\"due_at\":\"%s\",\"days_overdue\":%lld}",
-                                        n ? "," : "", f[0], f[1], f[2], f[3], days);
+                    evbuffer_add_printf(
+                        b,
+                        "%s{\"loan_id\":\"%s\",\"user_id\":\"%s\",\"resource_id\":\"%s\","
+                        "\"due_at\":\"%s\",\"days_overdue\":%lld}",
+                        n ? "," : "", f[0], f[1], f[2], f[3], days);
                 n++;
             }
             json_decref(loan);
@@ -116,8 +118,8 @@ int h_rep_per_day(req_ctx *c, const core_uuid *unused)
             if (csv)
                 evbuffer_add_printf(b, "%.10s,%llu,%llu\r\n", (const char *)key.mv_data, co, re);
             else
-                evbuffer_add_printf(b, "%s{\"day\":\"%.10s\",\"checkouts\":%llu,\"returns\":%llu}", n ? "," : "",
-                                    (const char *)key.mv_data, co, re);
+                evbuffer_add_printf(b, "%s{\"day\":\"%.10s\",\"checkouts\":%llu,\"returns\":%llu}",
+                                    n ? "," : "", (const char *)key.mv_data, co, re);
             n++;
         }
         rc = mdb_cursor_get(cur, &key, &val, MDB_NEXT);
@@ -188,8 +190,8 @@ int h_rep_top(req_ctx *c, const core_uuid *unused)
             evbuffer_add_printf(b, ",%llu\r\n", (unsigned long long)top[i].n);
         } else {
             char *tj = title ? json_dumps(title, JSON_ENCODE_ANY) : NULL;
-            evbuffer_add_printf(b, "%s{\"resource_id\":\"%s\",\"title\":%s,\"checkouts\":%llu}", i ? "," : "", id,
-                                tj ? tj : "null", (unsigned long long)top[i].n);
+            evbuffer_add_printf(b, "%s{\"resource_id\":\"%s\",\"title\":%s,\"checkouts\":%llu}",
+                                i ? "," : "", id, tj ? tj : "null", (unsigned long long)top[i].n);
             free(tj);
         }
         json_decref(r);

@@ -34,7 +34,8 @@ int h_register(req_ctx *c, const core_uuid *unused)
     if (!o)
         return -1;
     c->body = o; /* the command's strings point into it until it is proposed */
-    if (body_str(c, o, "email", 1, 3, CORE_MAX_EMAIL, &email) || body_str(c, o, "password", 1, 8, 128, &pw) ||
+    if (body_str(c, o, "email", 1, 3, CORE_MAX_EMAIL, &email) ||
+        body_str(c, o, "password", 1, 8, 128, &pw) ||
         body_str(c, o, "name", 1, 1, CORE_MAX_NAME, &name))
         return -1;
     if (!memchr(email.p, '@', email.len) || email.p[0] == '@' || email.p[email.len - 1] == '@' ||
@@ -93,8 +94,8 @@ static void login_checked(req_ctx *c, hash_job *j)
         return;
     }
     struct evbuffer *b = evhttp_request_get_output_buffer(c->req);
-    evbuffer_add_printf(b, "{\"access_token\":\"%s\",\"token_type\":\"Bearer\",\"expires_in\":%d}", tok,
-                        s->cfg->jwt.ttl_s);
+    evbuffer_add_printf(b, "{\"access_token\":\"%s\",\"token_type\":\"Bearer\",\"expires_in\":%d}",
+                        tok, s->cfg->jwt.ttl_s);
     OPENSSL_cleanse(tok, strlen(tok));
     free(tok);
     reply_buf(c, 200, "application/json", b);
@@ -114,21 +115,25 @@ int h_login(req_ctx *c, const core_uuid *unused)
     if (!o)
         return -1;
     c->body = o;
-    if (body_str(c, o, "email", 1, 1, CORE_MAX_EMAIL, &email) || body_str(c, o, "password", 1, 1, 128, &pw))
+    if (body_str(c, o, "email", 1, 1, CORE_MAX_EMAIL, &email) ||
+        body_str(c, o, "password", 1, 1, 128, &pw))
         return -1;
     if (strcmp(s->cfg->jwt.alg, "HS256") != 0)
-        return reply_problem(c, 403, "forbidden", "tokens come from the configured identity provider", NULL);
+        return reply_problem(c, 403, "forbidden",
+                             "tokens come from the configured identity provider", NULL);
     if (!(j = calloc(1, sizeof *j)))
         return reply_problem(c, 500, "internal", "out of memory", NULL);
     memcpy(j->rlkey, "login:", 6);
     for (uint32_t i = 0; i < email.len; i++)
-        j->rlkey[6 + i] = (email.p[i] >= 'A' && email.p[i] <= 'Z') ? (char)(email.p[i] + 32) : email.p[i];
+        j->rlkey[6 + i] =
+            (email.p[i] >= 'A' && email.p[i] <= 'Z') ? (char)(email.p[i] + 32) : email.p[i];
     j->rlkeylen = 6 + email.len;
     if (!rl_take(s->login_limiter, j->rlkey, j->rlkeylen, core_mono_ns(), &retry)) {
         free(j);
         snprintf(ra, sizeof ra, "%d", retry);
         evhttp_add_header(evhttp_request_get_output_headers(c->req), "Retry-After", ra);
-        return reply_problem(c, 429, "rate-limited", "too many failed logins for this account; retry later", NULL);
+        return reply_problem(c, 429, "rate-limited",
+                             "too many failed logins for this account; retry later", NULL);
     }
     if (store_get(read_txn(c), DB_EMAILS, j->rlkey + 6, email.len, &v) == 0 && v.mv_size == 16) {
         memcpy(j->user.b, v.mv_data, 16);
@@ -165,7 +170,10 @@ static int reply_user(req_ctx *c, const core_uuid *id)
     return 0;
 }
 
-int h_me(req_ctx *c, const core_uuid *unused) { return reply_user(c, &c->who.id); }
+int h_me(req_ctx *c, const core_uuid *unused)
+{
+    return reply_user(c, &c->who.id);
+}
 
 /* members see only themselves; others' ids answer 404 so ids can't be probed */
 static int may_see_user(req_ctx *c, const core_uuid *id)
@@ -202,7 +210,8 @@ static int list_loans(req_ctx *c, const core_uuid *uid)
     else if (st && strcmp(st, "returned") == 0)
         want = 'r';
     else if (st && strcmp(st, "all") != 0)
-        return reply_problem(c, 422, "validation", "status must be active, returned or all", "status");
+        return reply_problem(c, 422, "validation", "status must be active, returned or all",
+                             "status");
     if (lim) {
         char *end;
         limit = strtol(lim, &end, 10);
@@ -216,7 +225,8 @@ static int list_loans(req_ctx *c, const core_uuid *uid)
     key.mv_data = k;
     key.mv_size = 32;
     rc = mdb_cursor_get(cur, &key, &val, MDB_SET_RANGE);
-    rc = rc == 0 ? mdb_cursor_get(cur, &key, &val, MDB_PREV) : mdb_cursor_get(cur, &key, &val, MDB_LAST);
+    rc = rc == 0 ? mdb_cursor_get(cur, &key, &val, MDB_PREV)
+                 : mdb_cursor_get(cur, &key, &val, MDB_LAST);
     evbuffer_add(b, "{\"items\":[", 10);
     while (rc == 0 && key.mv_size == 32 && memcmp(key.mv_data, uid->b, 16) == 0 && n < limit) {
         MDB_val loan;
@@ -234,7 +244,10 @@ static int list_loans(req_ctx *c, const core_uuid *uid)
     return 0;
 }
 
-int h_me_loans(req_ctx *c, const core_uuid *unused) { return list_loans(c, &c->who.id); }
+int h_me_loans(req_ctx *c, const core_uuid *unused)
+{
+    return list_loans(c, &c->who.id);
+}
 
 int h_user_loans(req_ctx *c, const core_uuid *id)
 {
@@ -351,7 +364,8 @@ int h_apikey_create(req_ctx *c, const core_uuid *unused)
         goto out;
     }
     cm.u.apikey.role = (uint8_t)role;
-    if (core_uuid_v7(&cm.u.apikey.id, core_now_ms()) || auth_apikey_new(c->secret, cm.u.apikey.hash) < 0) {
+    if (core_uuid_v7(&cm.u.apikey.id, core_now_ms()) ||
+        auth_apikey_new(c->secret, cm.u.apikey.hash) < 0) {
         reply_problem(c, 500, "internal", "could not create a key", NULL);
         goto out;
     }

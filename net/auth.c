@@ -1,20 +1,20 @@
 /* net/auth.c: JWT verification, HS256 signing, passwords, API keys, access grants.
  *
  * Design
- * - An auth_verifier is built once from the config and then only read, so all HTTP threads share it.
- *   It owns the HS256 secret or a list of public keys; every public key (from a PEM file or a JWKS
- *   document) is validated with OpenSSL (type, size, curve, public-key check) and stored re-encoded
- *   as a SubjectPublicKeyInfo PEM, which is what libjwt takes as a verification key.
+ * - An auth_verifier is built once from the config and then only read, so all HTTP threads share
+ * it. It owns the HS256 secret or a list of public keys; every public key (from a PEM file or a
+ * JWKS document) is validated with OpenSSL (type, size, curve, public-key check) and stored
+ * re-encoded as a SubjectPublicKeyInfo PEM, which is what libjwt takes as a verification key.
  * - auth_verify does its own strict pre-checks before handing the token to libjwt: length limit,
  *   base64url alphabet, exactly three non-empty segments (libjwt 1.10.2 writes one byte past a
  *   malloc(0) buffer on an empty segment), header decoded and parsed by us with a size limit and
- *   duplicate keys refused, header "alg" must equal the configured alg (libjwt verifies with whatever
- *   alg the header names), "kid" selects the key. libjwt (jwt_decode) then checks the signature, and
- *   its idea of the alg is compared again. Claims are read from our own parse of the payload (libjwt
- *   turns non-integer numbers into 0), after the signature has been verified.
+ *   duplicate keys refused, header "alg" must equal the configured alg (libjwt verifies with
+ * whatever alg the header names), "kid" selects the key. libjwt (jwt_decode) then checks the
+ * signature, and its idea of the alg is compared again. Claims are read from our own parse of the
+ * payload (libjwt turns non-integer numbers into 0), after the signature has been verified.
  * - auth_cache is a per-thread 2-way set-associative table indexed by a seeded hash of the token; a
- *   slot keeps a copy of the token (compared in full on a hit), the claims and the id of the verifier
- *   that accepted it. Entries are served until exp (+ leeway), then refused and dropped.
+ *   slot keeps a copy of the token (compared in full on a hit), the claims and the id of the
+ * verifier that accepted it. Entries are served until exp (+ leeway), then refused and dropped.
  * - Passwords (PBKDF2), API keys (SHA-256 of a random key) and grants (HMAC-SHA256) use OpenSSL and
  *   compare with CRYPTO_memcmp. Key material never appears in error messages.
  */
@@ -44,34 +44,34 @@
 #include <openssl/rand.h>
 #include <openssl/sha.h>
 
-#define HEADER_B64_MAX 1024          /* encoded JOSE header */
-#define KEY_FILE_MAX 16384           /* PEM public key file */
-#define JWKS_MAX 65536               /* JWKS document */
-#define JWKS_KEYS_MAX 32
-#define KID_MAX 128
-#define RSA_BITS_MIN 2048
-#define RSA_N_MAX 1024               /* bytes: 8192-bit modulus */
-#define RSA_E_MAX 8
-#define EC_COORD_LEN 32              /* P-256 */
-#define CFG_STR_MAX 256              /* issuer, audience */
-#define LEEWAY_MAX 600
-#define AUD_ARRAY_MAX 16
-#define HS_SECRET_MAX 4096
-#define PASSWORD_MAX 1024
-#define NOW_MAX ((int64_t)1 << 40)   /* sanity bound for unix seconds */
-#define TTL_MAX ((int64_t)10 * 366 * 86400)
+#define HEADER_B64_MAX   1024  /* encoded JOSE header */
+#define KEY_FILE_MAX     16384 /* PEM public key file */
+#define JWKS_MAX         65536 /* JWKS document */
+#define JWKS_KEYS_MAX    32
+#define KID_MAX          128
+#define RSA_BITS_MIN     2048
+#define RSA_N_MAX        1024 /* bytes: 8192-bit modulus */
+#define RSA_E_MAX        8
+#define EC_COORD_LEN     32  /* P-256 */
+#define CFG_STR_MAX      256 /* issuer, audience */
+#define LEEWAY_MAX       600
+#define AUD_ARRAY_MAX    16
+#define HS_SECRET_MAX    4096
+#define PASSWORD_MAX     1024
+#define NOW_MAX          ((int64_t)1 << 40) /* sanity bound for unix seconds */
+#define TTL_MAX          ((int64_t)10 * 366 * 86400)
 #define NUMERIC_DATE_MAX 9007199254740992.0 /* 2^53 */
-#define CACHE_SLOTS_MAX 65536
+#define CACHE_SLOTS_MAX  65536
 
 typedef struct vkey {
-    char *kid;                 /* NULL: key has no kid */
+    char *kid; /* NULL: key has no kid */
     unsigned char *pem;
     size_t pem_len;
 } vkey;
 
 struct auth_verifier {
     jwt_alg_t alg;
-    const char *alg_name;      /* static string */
+    const char *alg_name; /* static string */
     unsigned char *secret;
     size_t secret_len;
     vkey *keys;
@@ -79,22 +79,22 @@ struct auth_verifier {
     char *issuer;
     char *audience;
     int64_t leeway;
-    uint64_t id;               /* binds cache entries to this verifier */
+    uint64_t id; /* binds cache entries to this verifier */
 };
 
 typedef struct cslot {
     uint64_t vid;
     uint64_t hash;
-    uint64_t used;             /* LRU stamp */
+    uint64_t used; /* LRU stamp */
     char *tok;
-    size_t len;                /* 0: empty */
+    size_t len; /* 0: empty */
     size_t cap;
     auth_claims claims;
 } cslot;
 
 struct auth_cache {
-    cslot *slots;              /* nsets * 2 */
-    size_t nsets;              /* power of two */
+    cslot *slots; /* nsets * 2 */
+    size_t nsets; /* power of two */
     uint64_t seed;
     uint64_t tick;
 };
@@ -104,8 +104,8 @@ static atomic_uint_fast64_t next_verifier_id = 1;
 static const char *const ROLES[] = {"member", "librarian", "admin", "service"};
 static const char *const PLANS[] = {"standard", "premium"};
 
-__attribute__((format(printf, 3, 4)))
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
+__attribute__((format(printf, 3, 4))) static void set_err(char *err, size_t errlen, const char *fmt,
+                                                          ...)
 {
     if (!err || errlen == 0)
         return;
@@ -125,7 +125,8 @@ static bool in_set(const char *s, const char *const *set, size_t n)
 
 static bool b64url_char(unsigned char c)
 {
-    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_';
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
+           c == '_';
 }
 
 /* Output capacity b64url_decode needs for inlen characters. */
@@ -134,7 +135,8 @@ static size_t b64url_cap(size_t inlen)
     return (inlen + 3) / 4 * 3;
 }
 
-/* Unpadded base64url -> bytes, one quad at a time through EVP_DecodeBlock. out must hold b64url_cap(inlen). */
+/* Unpadded base64url -> bytes, one quad at a time through EVP_DecodeBlock. out must hold
+ * b64url_cap(inlen). */
 static int b64url_decode(const char *in, size_t inlen, unsigned char *out, size_t *outlen)
 {
     if (inlen == 0 || inlen % 4 == 1)
@@ -203,7 +205,8 @@ static bool copy_jstr(const json_t *s, char *dst, size_t cap)
 
 static bool jstr_equals(const json_t *s, const char *want)
 {
-    return json_is_string(s) && json_string_length(s) == strlen(want) && strcmp(json_string_value(s), want) == 0;
+    return json_is_string(s) && json_string_length(s) == strlen(want) &&
+           strcmp(json_string_value(s), want) == 0;
 }
 
 /* NumericDate: integer or real within +-2^53, truncated to whole seconds. */
@@ -259,10 +262,12 @@ static int add_pkey(auth_verifier *v, const char *kid, EVP_PKEY *pk, char *err, 
     if (v->alg == JWT_ALG_RS256) {
         int bits = EVP_PKEY_get_bits(pk);
         if (!EVP_PKEY_is_a(pk, "RSA") || bits < RSA_BITS_MIN || bits > RSA_N_MAX * 8) {
-            set_err(err, errlen, "RS256 needs an RSA public key of %d..%d bits", RSA_BITS_MIN, RSA_N_MAX * 8);
+            set_err(err, errlen, "RS256 needs an RSA public key of %d..%d bits", RSA_BITS_MIN,
+                    RSA_N_MAX * 8);
             return AUTH_ECONFIG;
         }
-    } else if (!EVP_PKEY_is_a(pk, "EC") || !EVP_PKEY_get_group_name(pk, group, sizeof group, NULL) ||
+    } else if (!EVP_PKEY_is_a(pk, "EC") ||
+               !EVP_PKEY_get_group_name(pk, group, sizeof group, NULL) ||
                strcmp(group, "prime256v1") != 0) {
         set_err(err, errlen, "ES256 needs an EC P-256 public key");
         return AUTH_ECONFIG;
@@ -309,7 +314,8 @@ static int load_pem_file(auth_verifier *v, const char *path, char *err, size_t e
     int rc = AUTH_ECONFIG;
 
     if (read_file_limited(path, KEY_FILE_MAX, &buf, &len) != 0) {
-        set_err(err, errlen, "cannot read public key file %s (or larger than %d bytes)", path, KEY_FILE_MAX);
+        set_err(err, errlen, "cannot read public key file %s (or larger than %d bytes)", path,
+                KEY_FILE_MAX);
         goto fail;
     }
     bio = BIO_new_mem_buf(buf, (int)len);
@@ -331,7 +337,8 @@ fail:
 }
 
 /* Decode a base64url JWK member of at most max bytes. */
-static int jwk_bytes(const json_t *jwk, const char *name, unsigned char *out, size_t max, size_t *outlen)
+static int jwk_bytes(const json_t *jwk, const char *name, unsigned char *out, size_t max,
+                     size_t *outlen)
 {
     const json_t *s = json_object_get(jwk, name);
     if (!json_is_string(s))
@@ -374,7 +381,8 @@ static EVP_PKEY *jwk_rsa(const json_t *jwk)
     BIGNUM *bn_n = NULL, *bn_e = NULL;
     OSSL_PARAM_BLD *bld = NULL;
     EVP_PKEY *pk = NULL;
-    if (jwk_bytes(jwk, "n", n, sizeof n, &nlen) != 0 || jwk_bytes(jwk, "e", e, sizeof e, &elen) != 0)
+    if (jwk_bytes(jwk, "n", n, sizeof n, &nlen) != 0 ||
+        jwk_bytes(jwk, "e", e, sizeof e, &elen) != 0)
         return NULL;
     bn_n = BN_bin2bn(n, (int)nlen, NULL);
     bn_e = BN_bin2bn(e, (int)elen, NULL);
@@ -398,10 +406,12 @@ static EVP_PKEY *jwk_ec(const json_t *jwk)
     EVP_PKEY *pk = NULL;
     pub[0] = 0x04; /* uncompressed point */
     if (jwk_bytes(jwk, "x", pub + 1, EC_COORD_LEN, &xlen) != 0 || xlen != EC_COORD_LEN ||
-        jwk_bytes(jwk, "y", pub + 1 + EC_COORD_LEN, EC_COORD_LEN, &ylen) != 0 || ylen != EC_COORD_LEN)
+        jwk_bytes(jwk, "y", pub + 1 + EC_COORD_LEN, EC_COORD_LEN, &ylen) != 0 ||
+        ylen != EC_COORD_LEN)
         return NULL;
     bld = OSSL_PARAM_BLD_new();
-    if (!bld || !OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME, "prime256v1", 0) ||
+    if (!bld ||
+        !OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME, "prime256v1", 0) ||
         !OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY, pub, sizeof pub))
         goto fail;
     pk = pkey_from_params("EC", bld);
@@ -436,15 +446,17 @@ static int load_jwks(auth_verifier *v, const char *text, size_t len, char *err, 
     root = json_loadb(text, len, JSON_REJECT_DUPLICATES, NULL);
     keys = json_object_get(root, "keys");
     if (!json_is_object(root) || !json_is_array(keys) || json_array_size(keys) > JWKS_KEYS_MAX) {
-        set_err(err, errlen, "JWKS must be an object with a \"keys\" array of at most %d keys", JWKS_KEYS_MAX);
+        set_err(err, errlen, "JWKS must be an object with a \"keys\" array of at most %d keys",
+                JWKS_KEYS_MAX);
         goto fail;
     }
     for (size_t i = 0; i < json_array_size(keys); i++) {
         const json_t *jwk = json_array_get(keys, i);
         const char *kty, *use, *alg, *kid, *crv;
         EVP_PKEY *pk;
-        if (!json_is_object(jwk) || !opt_str(jwk, "kty", &kty) || !kty || !opt_str(jwk, "use", &use) ||
-            !opt_str(jwk, "alg", &alg) || !opt_str(jwk, "kid", &kid) || !opt_str(jwk, "crv", &crv) ||
+        if (!json_is_object(jwk) || !opt_str(jwk, "kty", &kty) || !kty ||
+            !opt_str(jwk, "use", &use) || !opt_str(jwk, "alg", &alg) ||
+            !opt_str(jwk, "kid", &kid) || !opt_str(jwk, "crv", &crv) ||
             (kid && (kid[0] == '\0' || strlen(kid) > KID_MAX))) {
             set_err(err, errlen, "JWKS key %zu: bad kty/use/alg/kid/crv member", i);
             goto fail;
@@ -453,7 +465,8 @@ static int load_jwks(auth_verifier *v, const char *text, size_t len, char *err, 
             continue;
         if (v->alg == JWT_ALG_RS256 && strcmp(kty, "RSA") == 0)
             pk = jwk_rsa(jwk);
-        else if (v->alg == JWT_ALG_ES256 && strcmp(kty, "EC") == 0 && crv && strcmp(crv, "P-256") == 0)
+        else if (v->alg == JWT_ALG_ES256 && strcmp(kty, "EC") == 0 && crv &&
+                 strcmp(crv, "P-256") == 0)
             pk = jwk_ec(jwk);
         else
             continue;
@@ -552,8 +565,10 @@ int auth_verifier_new(const auth_config *cfg, auth_verifier **out, char *err, si
             set_err(err, errlen, "public_key_file/jwks need alg RS256 or ES256");
             goto fail;
         }
-        if (!cfg->hs_secret || cfg->hs_secret_len < AUTH_HS_SECRET_MIN || cfg->hs_secret_len > HS_SECRET_MAX) {
-            set_err(err, errlen, "HS256 secret must be %d..%d bytes", AUTH_HS_SECRET_MIN, HS_SECRET_MAX);
+        if (!cfg->hs_secret || cfg->hs_secret_len < AUTH_HS_SECRET_MIN ||
+            cfg->hs_secret_len > HS_SECRET_MAX) {
+            set_err(err, errlen, "HS256 secret must be %d..%d bytes", AUTH_HS_SECRET_MIN,
+                    HS_SECRET_MAX);
             goto fail;
         }
         v->secret = malloc(cfg->hs_secret_len);
@@ -565,7 +580,8 @@ int auth_verifier_new(const auth_config *cfg, auth_verifier **out, char *err, si
         v->secret_len = cfg->hs_secret_len;
     } else {
         if (sources != 1) {
-            set_err(err, errlen, "%s needs exactly one of public_key_file, jwks_file, jwks_json", v->alg_name);
+            set_err(err, errlen, "%s needs exactly one of public_key_file, jwks_file, jwks_json",
+                    v->alg_name);
             goto fail;
         }
         v->keys = calloc(JWKS_KEYS_MAX, sizeof *v->keys);
@@ -579,7 +595,8 @@ int auth_verifier_new(const auth_config *cfg, auth_verifier **out, char *err, si
             char *text = NULL;
             size_t len;
             if (read_file_limited(cfg->jwks_file, JWKS_MAX, &text, &len) != 0) {
-                set_err(err, errlen, "cannot read JWKS file %s (or larger than %d bytes)", cfg->jwks_file, JWKS_MAX);
+                set_err(err, errlen, "cannot read JWKS file %s (or larger than %d bytes)",
+                        cfg->jwks_file, JWKS_MAX);
                 goto fail;
             }
             rc = load_jwks(v, text, len, err, errlen);
@@ -619,7 +636,8 @@ void auth_verifier_free(auth_verifier *v)
 }
 
 /* Header checks; on success (key, keylen) is the verification key to use. */
-static int check_header(const auth_verifier *v, const char *seg, size_t len, const unsigned char **key, size_t *keylen)
+static int check_header(const auth_verifier *v, const char *seg, size_t len,
+                        const unsigned char **key, size_t *keylen)
 {
     json_t *h;
     const json_t *kid, *typ;
@@ -634,7 +652,8 @@ static int check_header(const auth_verifier *v, const char *seg, size_t len, con
         rc = AUTH_EALG;
         goto done;
     }
-    /* libjwt refuses a typ other than "JWT" (case-insensitive); "crit" extensions are not understood */
+    /* libjwt refuses a typ other than "JWT" (case-insensitive); "crit" extensions are not
+     * understood */
     typ = json_object_get(h, "typ");
     if ((typ && (!json_is_string(typ) || strcasecmp(json_string_value(typ), "JWT") != 0)) ||
         json_object_get(h, "crit"))
@@ -706,13 +725,15 @@ static int check_claims(const auth_verifier *v, const json_t *c, int64_t now, au
         !copy_jstr(json_object_get(c, "role"), out->role, sizeof out->role) ||
         !in_set(out->role, ROLES, sizeof ROLES / sizeof ROLES[0]))
         return AUTH_ECLAIM;
-    if (plan && (!copy_jstr(plan, out->plan, sizeof out->plan) || !in_set(out->plan, PLANS, sizeof PLANS / sizeof PLANS[0])))
+    if (plan && (!copy_jstr(plan, out->plan, sizeof out->plan) ||
+                 !in_set(out->plan, PLANS, sizeof PLANS / sizeof PLANS[0])))
         return AUTH_ECLAIM;
     out->exp = exp;
     return 0;
 }
 
-int auth_verify(const auth_verifier *v, const char *token, size_t len, int64_t now_s, auth_claims *out)
+int auth_verify(const auth_verifier *v, const char *token, size_t len, int64_t now_s,
+                auth_claims *out)
 {
     char tok[AUTH_TOKEN_MAX + 1];
     size_t dot[2], ndots = 0;
@@ -771,21 +792,36 @@ fail:
 const char *auth_strerror(int code)
 {
     switch (code) {
-    case 0: return "ok";
-    case AUTH_EINVAL: return "malformed token or invalid argument";
-    case AUTH_ESIG: return "bad signature";
-    case AUTH_EEXPIRED: return "token expired";
-    case AUTH_ENOTYET: return "token not yet valid";
-    case AUTH_EALG: return "unexpected algorithm";
-    case AUTH_EKID: return "unknown key id";
-    case AUTH_EISS: return "wrong issuer";
-    case AUTH_EAUD: return "wrong audience";
-    case AUTH_ECLAIM: return "missing or invalid claim";
-    case AUTH_ETOOBIG: return "token too large";
-    case AUTH_ENOMEM: return "out of memory";
-    case AUTH_ECONFIG: return "bad auth configuration";
-    case AUTH_ECRYPTO: return "crypto library failure";
-    default: return "unknown error";
+    case 0:
+        return "ok";
+    case AUTH_EINVAL:
+        return "malformed token or invalid argument";
+    case AUTH_ESIG:
+        return "bad signature";
+    case AUTH_EEXPIRED:
+        return "token expired";
+    case AUTH_ENOTYET:
+        return "token not yet valid";
+    case AUTH_EALG:
+        return "unexpected algorithm";
+    case AUTH_EKID:
+        return "unknown key id";
+    case AUTH_EISS:
+        return "wrong issuer";
+    case AUTH_EAUD:
+        return "wrong audience";
+    case AUTH_ECLAIM:
+        return "missing or invalid claim";
+    case AUTH_ETOOBIG:
+        return "token too large";
+    case AUTH_ENOMEM:
+        return "out of memory";
+    case AUTH_ECONFIG:
+        return "bad auth configuration";
+    case AUTH_ECRYPTO:
+        return "crypto library failure";
+    default:
+        return "unknown error";
     }
 }
 
@@ -836,15 +872,18 @@ void auth_cache_free(auth_cache *c)
     free(c);
 }
 
-int auth_verify_cached(const auth_verifier *v, auth_cache *c, const char *token, size_t len, int64_t now_s, auth_claims *out)
+int auth_verify_cached(const auth_verifier *v, auth_cache *c, const char *token, size_t len,
+                       int64_t now_s, auth_claims *out)
 {
-    if (!c || !v || !token || !out || len == 0 || len > AUTH_TOKEN_MAX || now_s < 0 || now_s > NOW_MAX)
+    if (!c || !v || !token || !out || len == 0 || len > AUTH_TOKEN_MAX || now_s < 0 ||
+        now_s > NOW_MAX)
         return auth_verify(v, token, len, now_s, out);
     uint64_t h = token_hash(c->seed, token, len);
     cslot *set = &c->slots[(h & (c->nsets - 1)) * 2];
     for (int w = 0; w < 2; w++) {
         cslot *s = &set[w];
-        if (s->len != len || s->hash != h || s->vid != v->id || CRYPTO_memcmp(s->tok, token, len) != 0)
+        if (s->len != len || s->hash != h || s->vid != v->id ||
+            CRYPTO_memcmp(s->tok, token, len) != 0)
             continue;
         if (s->claims.exp <= now_s - v->leeway) {
             s->len = 0;
@@ -858,7 +897,10 @@ int auth_verify_cached(const auth_verifier *v, auth_cache *c, const char *token,
     int rc = auth_verify(v, token, len, now_s, out);
     if (rc != 0)
         return rc;
-    cslot *s = set[0].len == 0 ? &set[0] : set[1].len == 0 ? &set[1] : set[0].used <= set[1].used ? &set[0] : &set[1];
+    cslot *s = set[0].len == 0              ? &set[0]
+               : set[1].len == 0            ? &set[1]
+               : set[0].used <= set[1].used ? &set[0]
+                                            : &set[1];
     if (s->cap < len) {
         char *p = realloc(s->tok, len);
         if (!p) /* still verified, just not cached */
@@ -877,8 +919,9 @@ int auth_verify_cached(const auth_verifier *v, auth_cache *c, const char *token,
 
 /* ---- signing ---- */
 
-int auth_sign_hs256(const unsigned char *key, size_t keylen, const char *sub, const char *role, const char *plan,
-                    const char *iss, const char *aud, int64_t now_s, int64_t ttl_s, char **out)
+int auth_sign_hs256(const unsigned char *key, size_t keylen, const char *sub, const char *role,
+                    const char *plan, const char *iss, const char *aud, int64_t now_s,
+                    int64_t ttl_s, char **out)
 {
     jwt_t *jwt = NULL;
     int rc = AUTH_EINVAL;
@@ -886,19 +929,23 @@ int auth_sign_hs256(const unsigned char *key, size_t keylen, const char *sub, co
     if (!out)
         return AUTH_EINVAL;
     *out = NULL;
-    if (!key || keylen < AUTH_HS_SECRET_MIN || keylen > HS_SECRET_MAX || !sub || !role || sub[0] == '\0' ||
-        strlen(sub) >= sizeof ((auth_claims *)0)->sub || !in_set(role, ROLES, sizeof ROLES / sizeof ROLES[0]) ||
+    if (!key || keylen < AUTH_HS_SECRET_MIN || keylen > HS_SECRET_MAX || !sub || !role ||
+        sub[0] == '\0' || strlen(sub) >= sizeof((auth_claims *)0)->sub ||
+        !in_set(role, ROLES, sizeof ROLES / sizeof ROLES[0]) ||
         (plan && plan[0] && !in_set(plan, PLANS, sizeof PLANS / sizeof PLANS[0])) ||
-        (iss && strlen(iss) > CFG_STR_MAX) || (aud && strlen(aud) > CFG_STR_MAX) ||
-        now_s < 0 || now_s > NOW_MAX || ttl_s <= 0 || ttl_s > TTL_MAX)
+        (iss && strlen(iss) > CFG_STR_MAX) || (aud && strlen(aud) > CFG_STR_MAX) || now_s < 0 ||
+        now_s > NOW_MAX || ttl_s <= 0 || ttl_s > TTL_MAX)
         return AUTH_EINVAL;
     rc = AUTH_ENOMEM;
     if (jwt_new(&jwt) != 0)
         goto fail;
-    if (jwt_set_alg(jwt, JWT_ALG_HS256, key, (int)keylen) != 0 || jwt_add_grant(jwt, "sub", sub) != 0 ||
-        jwt_add_grant(jwt, "role", role) != 0 || (plan && plan[0] && jwt_add_grant(jwt, "plan", plan) != 0) ||
-        (iss && jwt_add_grant(jwt, "iss", iss) != 0) || (aud && jwt_add_grant(jwt, "aud", aud) != 0) ||
-        jwt_add_grant_int(jwt, "iat", (long)now_s) != 0 || jwt_add_grant_int(jwt, "exp", (long)(now_s + ttl_s)) != 0)
+    if (jwt_set_alg(jwt, JWT_ALG_HS256, key, (int)keylen) != 0 ||
+        jwt_add_grant(jwt, "sub", sub) != 0 || jwt_add_grant(jwt, "role", role) != 0 ||
+        (plan && plan[0] && jwt_add_grant(jwt, "plan", plan) != 0) ||
+        (iss && jwt_add_grant(jwt, "iss", iss) != 0) ||
+        (aud && jwt_add_grant(jwt, "aud", aud) != 0) ||
+        jwt_add_grant_int(jwt, "iat", (long)now_s) != 0 ||
+        jwt_add_grant_int(jwt, "exp", (long)(now_s + ttl_s)) != 0)
         goto fail;
     *out = jwt_encode_str(jwt);
     if (!*out)
@@ -911,7 +958,8 @@ fail:
 
 /* ---- passwords, randomness, API keys ---- */
 
-int auth_password_hash(const char *pw, size_t pwlen, const unsigned char salt[16], uint32_t iterations, unsigned char out[32])
+int auth_password_hash(const char *pw, size_t pwlen, const unsigned char salt[16],
+                       uint32_t iterations, unsigned char out[32])
 {
     if (!pw || !salt || !out || pwlen > PASSWORD_MAX || iterations == 0 || iterations > INT_MAX)
         return AUTH_EINVAL;
@@ -920,7 +968,8 @@ int auth_password_hash(const char *pw, size_t pwlen, const unsigned char salt[16
     return 0;
 }
 
-int auth_password_verify(const char *pw, size_t pwlen, const unsigned char salt[16], uint32_t iterations, const unsigned char hash[32])
+int auth_password_verify(const char *pw, size_t pwlen, const unsigned char salt[16],
+                         uint32_t iterations, const unsigned char hash[32])
 {
     unsigned char got[32];
     if (!hash)
@@ -965,8 +1014,8 @@ void auth_apikey_hash(const char *key, size_t len, unsigned char sha256_out[32])
 
 /* ---- access grants ---- */
 
-static int grant_mac(const unsigned char *key, size_t keylen, const char *resource_id, const char *user_id,
-                     int64_t exp, unsigned char mac[32])
+static int grant_mac(const unsigned char *key, size_t keylen, const char *resource_id,
+                     const char *user_id, int64_t exp, unsigned char mac[32])
 {
     char expstr[24];
     EVP_MAC *m = NULL;
@@ -997,7 +1046,8 @@ fail:
     return rc;
 }
 
-void auth_grant_sign(const unsigned char *key, size_t keylen, const char *resource_id, const char *user_id, int64_t exp, char sig_hex_out[65])
+void auth_grant_sign(const unsigned char *key, size_t keylen, const char *resource_id,
+                     const char *user_id, int64_t exp, char sig_hex_out[65])
 {
     static const char hex[] = "0123456789abcdef";
     unsigned char mac[32];
@@ -1022,7 +1072,8 @@ static int hexval(char c)
     return -1;
 }
 
-int auth_grant_verify(const unsigned char *key, size_t keylen, const char *resource_id, const char *user_id, int64_t exp, const char *sig_hex, int64_t now_s)
+int auth_grant_verify(const unsigned char *key, size_t keylen, const char *resource_id,
+                      const char *user_id, int64_t exp, const char *sig_hex, int64_t now_s)
 {
     unsigned char want[32], got[32];
     if (!sig_hex || strnlen(sig_hex, 65) != 64)

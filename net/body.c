@@ -70,7 +70,7 @@ json_t *body_object(req_ctx *c, const char *const *allowed)
         reply_problem(c, 400, "validation", "the body must be a JSON object", NULL);
         return NULL;
     }
-    json_object_foreach(o, key, v) {
+    json_object_foreach (o, key, v) {
         const char *const *a = allowed;
         while (*a && strcmp(*a, key) != 0)
             a++;
@@ -103,7 +103,8 @@ static size_t utf8_len(const char *s, size_t n)
     return cps;
 }
 
-int body_str(req_ctx *c, json_t *o, const char *name, int required, size_t min, size_t max, core_str *out)
+int body_str(req_ctx *c, json_t *o, const char *name, int required, size_t min, size_t max,
+             core_str *out)
 {
     json_t *v = json_object_get(o, name);
     if (!v || json_is_null(v)) {
@@ -170,7 +171,8 @@ int body_uuid(req_ctx *c, json_t *o, const char *name, int required, core_uuid *
     return 0;
 }
 
-int body_enum(req_ctx *c, json_t *o, const char *name, int required, int (*parse)(const char *), int *out)
+int body_enum(req_ctx *c, json_t *o, const char *name, int required, int (*parse)(const char *),
+              int *out)
 {
     json_t *v = json_object_get(o, name);
     if (!v || json_is_null(v)) {
@@ -183,8 +185,8 @@ int body_enum(req_ctx *c, json_t *o, const char *name, int required, int (*parse
     return 0;
 }
 
-int body_str_list(req_ctx *c, json_t *o, const char *name, size_t maxitems, size_t maxlen, core_str *items,
-                  uint8_t *n)
+int body_str_list(req_ctx *c, json_t *o, const char *name, size_t maxitems, size_t maxlen,
+                  core_str *items, uint8_t *n)
 {
     json_t *v = json_object_get(o, name), *e;
     size_t i;
@@ -195,7 +197,7 @@ int body_str_list(req_ctx *c, json_t *o, const char *name, size_t maxitems, size
         return invalid(c, name, "must be an array of strings");
     if (json_array_size(v) > maxitems)
         return invalid(c, name, "has too many items");
-    json_array_foreach(v, i, e) {
+    json_array_foreach (v, i, e) {
         if (!json_is_string(e))
             return invalid(c, name, "must be an array of strings");
         size_t len = json_string_length(e);

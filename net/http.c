@@ -35,19 +35,36 @@ static const double lat_bounds[LAT_BUCKETS] = {0.0005, 0.001, 0.0025, 0.005, 0.0
 enum { MSG_REPLY = 1, MSG_DRAIN = 2, MSG_STOP = 3, MSG_HASHED = 4 };
 
 static const char *route_names[R__COUNT] = {
-    [R_NONE] = "none", [R_REGISTER] = "/v1/auth/register", [R_LOGIN] = "/v1/auth/login",
-    [R_ME] = "/v1/me", [R_ME_LOANS] = "/v1/me/loans", [R_ME_HOLDS] = "/v1/me/holds",
-    [R_RES_LIST] = "GET /v1/resources", [R_RES_CREATE] = "POST /v1/resources",
-    [R_RES_COUNTS] = "/v1/resources/counts", [R_RES_GET] = "GET /v1/resources/{id}",
-    [R_RES_PUT] = "PUT /v1/resources/{id}", [R_RES_DELETE] = "DELETE /v1/resources/{id}",
-    [R_RES_ACCESS] = "/v1/resources/{id}/access", [R_CONTENT] = "/v1/content/{id}",
-    [R_LOAN_CREATE] = "POST /v1/loans", [R_LOAN_RETURN] = "/v1/loans/{id}/return",
-    [R_LOAN_RENEW] = "/v1/loans/{id}/renew", [R_HOLD_CREATE] = "POST /v1/holds",
-    [R_HOLD_DELETE] = "DELETE /v1/holds/{id}", [R_USER_GET] = "GET /v1/users/{id}",
-    [R_USER_PATCH] = "PATCH /v1/users/{id}", [R_USER_LOANS] = "/v1/users/{id}/loans",
-    [R_APIKEY_CREATE] = "/v1/api-keys", [R_REP_OVERDUE] = "/v1/reports/overdue",
-    [R_REP_PER_DAY] = "/v1/reports/loans-per-day", [R_REP_TOP] = "/v1/reports/top-resources",
-    [R_HEALTHZ] = "/healthz", [R_READYZ] = "/readyz", [R_METRICS] = "/metrics", [R_UNMATCHED] = "unmatched",
+    [R_NONE] = "none",
+    [R_REGISTER] = "/v1/auth/register",
+    [R_LOGIN] = "/v1/auth/login",
+    [R_ME] = "/v1/me",
+    [R_ME_LOANS] = "/v1/me/loans",
+    [R_ME_HOLDS] = "/v1/me/holds",
+    [R_RES_LIST] = "GET /v1/resources",
+    [R_RES_CREATE] = "POST /v1/resources",
+    [R_RES_COUNTS] = "/v1/resources/counts",
+    [R_RES_GET] = "GET /v1/resources/{id}",
+    [R_RES_PUT] = "PUT /v1/resources/{id}",
+    [R_RES_DELETE] = "DELETE /v1/resources/{id}",
+    [R_RES_ACCESS] = "/v1/resources/{id}/access",
+    [R_CONTENT] = "/v1/content/{id}",
+    [R_LOAN_CREATE] = "POST /v1/loans",
+    [R_LOAN_RETURN] = "/v1/loans/{id}/return",
+    [R_LOAN_RENEW] = "/v1/loans/{id}/renew",
+    [R_HOLD_CREATE] = "POST /v1/holds",
+    [R_HOLD_DELETE] = "DELETE /v1/holds/{id}",
+    [R_USER_GET] = "GET /v1/users/{id}",
+    [R_USER_PATCH] = "PATCH /v1/users/{id}",
+    [R_USER_LOANS] = "/v1/users/{id}/loans",
+    [R_APIKEY_CREATE] = "/v1/api-keys",
+    [R_REP_OVERDUE] = "/v1/reports/overdue",
+    [R_REP_PER_DAY] = "/v1/reports/loans-per-day",
+    [R_REP_TOP] = "/v1/reports/top-resources",
+    [R_HEALTHZ] = "/healthz",
+    [R_READYZ] = "/readyz",
+    [R_METRICS] = "/metrics",
+    [R_UNMATCHED] = "unmatched",
 };
 
 static int h_healthz(req_ctx *c, const core_uuid *id);
@@ -106,7 +123,8 @@ static void record(req_ctx *c, int status)
     while (b < LAT_BUCKETS && secs > lat_bounds[b])
         b++;
     atomic_fetch_add_explicit(&a->latency[c->route][b], 1, memory_order_relaxed);
-    atomic_fetch_add_explicit(&a->latency_sum_us[c->route], (uint64_t)(secs * 1e6), memory_order_relaxed);
+    atomic_fetch_add_explicit(&a->latency_sum_us[c->route], (uint64_t)(secs * 1e6),
+                              memory_order_relaxed);
 }
 
 void reply_free(req_ctx *c)
@@ -160,7 +178,10 @@ int reply_problem(req_ctx *c, int status, const char *kind, const char *detail, 
 
 /* ---- request helpers ---- */
 
-store_txn *read_txn(req_ctx *c) { return &c->a->rtxn; }
+store_txn *read_txn(req_ctx *c)
+{
+    return &c->a->rtxn;
+}
 
 const char *query_get(req_ctx *c, const char *name)
 {
@@ -202,9 +223,10 @@ static int request_hash(req_ctx *c, uint8_t out[32])
     const char *uri = evhttp_request_get_uri(c->req);
     int m = (int)evhttp_request_get_command(c->req);
     size_t len = evbuffer_get_length(in);
-    int ok = md && EVP_DigestInit_ex(md, EVP_sha256(), NULL) && EVP_DigestUpdate(md, &m, sizeof m) &&
-             EVP_DigestUpdate(md, uri, strlen(uri) + 1) &&
-             (!len || EVP_DigestUpdate(md, evbuffer_pullup(in, -1), len)) && EVP_DigestFinal_ex(md, out, NULL);
+    int ok = md && EVP_DigestInit_ex(md, EVP_sha256(), NULL) &&
+             EVP_DigestUpdate(md, &m, sizeof m) && EVP_DigestUpdate(md, uri, strlen(uri) + 1) &&
+             (!len || EVP_DigestUpdate(md, evbuffer_pullup(in, -1), len)) &&
+             EVP_DigestFinal_ex(md, out, NULL);
     EVP_MD_CTX_free(md);
     return ok ? 0 : CORE_EIO;
 }
@@ -220,23 +242,26 @@ static int idem_replay(req_ctx *c, const char *key, size_t klen, const uint8_t h
         return 0;
     const uint8_t *b = v.mv_data;
     if (memcmp(b, hash, 32) != 0) {
-        reply_problem(c, 422, "idempotency-key-reused", "this Idempotency-Key was used for a different request",
-                      "Idempotency-Key");
+        reply_problem(c, 422, "idempotency-key-reused",
+                      "this Idempotency-Key was used for a different request", "Idempotency-Key");
         return 1;
     }
     int status = b[40] << 8 | b[41];
-    reply_raw(c, status, b[42] ? "application/problem+json" : "application/json", b + 43, v.mv_size - 43);
+    reply_raw(c, status, b[42] ? "application/problem+json" : "application/json", b + 43,
+              v.mv_size - 43);
     return 1;
 }
 
 int propose(req_ctx *c, cmd *cm)
 {
-    const char *key = evhttp_find_header(evhttp_request_get_input_headers(c->req), "Idempotency-Key");
+    const char *key =
+        evhttp_find_header(evhttp_request_get_input_headers(c->req), "Idempotency-Key");
     int rc;
 
     if (atomic_load(&c->a->srv->draining)) {
         evhttp_add_header(evhttp_request_get_output_headers(c->req), "Retry-After", "1");
-        return reply_problem(c, 503, "unavailable", "this node is shutting down; retry on another", NULL);
+        return reply_problem(c, 503, "unavailable", "this node is shutting down; retry on another",
+                             NULL);
     }
     cm->ts_ms = core_now_ms();
     cm->actor = c->who.id;
@@ -245,7 +270,8 @@ int propose(req_ctx *c, cmd *cm)
     if (key && c->who.authenticated) {
         size_t klen = strlen(key);
         if (!idem_valid(key, klen))
-            return reply_problem(c, 400, "validation", "Idempotency-Key must be 1 to 64 printable characters",
+            return reply_problem(c, 400, "validation",
+                                 "Idempotency-Key must be 1 to 64 printable characters",
                                  "Idempotency-Key");
         if (request_hash(c, cm->req_hash))
             return reply_problem(c, 500, "internal", "could not fingerprint the request", NULL);
@@ -255,7 +281,8 @@ int propose(req_ctx *c, cmd *cm)
         cm->idem.len = (uint32_t)klen;
     }
     if ((rc = cmd_encode(cm, &c->rq.cmd)))
-        return reply_problem(c, rc == CORE_ERANGE ? 413 : 500, rc == CORE_ERANGE ? "payload-too-large" : "internal",
+        return reply_problem(c, rc == CORE_ERANGE ? 413 : 500,
+                             rc == CORE_ERANGE ? "payload-too-large" : "internal",
                              "the request could not be encoded", NULL);
     c->rq.reply_to = c->a->in;
     atomic_fetch_add(&c->a->srv->inflight, 1);
@@ -271,7 +298,8 @@ int hash_later(req_ctx *c, hash_job *j)
     c->job = j;
     if (hasher_submit(c->a->srv->hasher, j)) {
         evhttp_add_header(evhttp_request_get_output_headers(c->req), "Retry-After", "1");
-        return reply_problem(c, 503, "unavailable", "too many passwords are being checked; retry shortly", NULL);
+        return reply_problem(c, 503, "unavailable",
+                             "too many passwords are being checked; retry shortly", NULL);
     }
     atomic_fetch_add(&c->a->srv->inflight, 1);
     return 0;
@@ -281,7 +309,8 @@ static void on_write_reply(req_ctx *c)
 {
     apply_result *r = &c->rq.res;
     atomic_fetch_sub(&c->a->srv->inflight, 1);
-    if (c->route == R_APIKEY_CREATE && r->status == 201 && r->body && r->body_len > 1 && c->secret[0]) {
+    if (c->route == R_APIKEY_CREATE && r->status == 201 && r->body && r->body_len > 1 &&
+        c->secret[0]) {
         /* the key itself is never stored: add it to this one answer */
         struct evbuffer *b = evhttp_request_get_output_buffer(c->req);
         evbuffer_add(b, r->body, r->body_len - 1);
@@ -291,8 +320,10 @@ static void on_write_reply(req_ctx *c)
         return;
     }
     reply_raw(c, r->status,
-              r->status == 204 ? NULL : r->problem ? "application/problem+json" : "application/json", r->body,
-              r->body_len);
+              r->status == 204 ? NULL
+              : r->problem     ? "application/problem+json"
+                               : "application/json",
+              r->body, r->body_len);
 }
 
 /* ---- authentication ---- */
@@ -301,13 +332,15 @@ static void on_write_reply(req_ctx *c)
  * a quoted key can only be a key: quotes inside strings are escaped) */
 void principal_from_user(principal *p, const MDB_val *v)
 {
-    static const char *roles[] = {"\"role\":\"member\"", "\"role\":\"librarian\"", "\"role\":\"admin\"",
-                                  "\"role\":\"service\""};
+    static const char *roles[] = {"\"role\":\"member\"", "\"role\":\"librarian\"",
+                                  "\"role\":\"admin\"", "\"role\":\"service\""};
     for (int r = 0; r < ROLE__COUNT; r++)
         if (memmem(v->mv_data, v->mv_size, roles[r], strlen(roles[r])))
             p->role = r;
-    p->plan = memmem(v->mv_data, v->mv_size, "\"plan\":\"premium\"", 16) ? PLAN_PREMIUM : PLAN_STANDARD;
-    p->status = memmem(v->mv_data, v->mv_size, "\"status\":\"blocked\"", 18) ? USTATUS_BLOCKED : USTATUS_ACTIVE;
+    p->plan =
+        memmem(v->mv_data, v->mv_size, "\"plan\":\"premium\"", 16) ? PLAN_PREMIUM : PLAN_STANDARD;
+    p->status = memmem(v->mv_data, v->mv_size, "\"status\":\"blocked\"", 18) ? USTATUS_BLOCKED
+                                                                             : USTATUS_ACTIVE;
     p->is_user = 1;
 }
 
@@ -329,28 +362,33 @@ static int authenticate(req_ctx *c)
         if (!idp || (size_t)(idp - (const char *)v.mv_data) + 6 + 36 > v.mv_size ||
             core_uuid_parse(idp + 6, 36, &p->id))
             return reply_problem(c, 500, "internal", "damaged API key record", NULL);
-        p->role = memmem(v.mv_data, v.mv_size, "\"role\":\"librarian\"", 18) ? ROLE_LIBRARIAN : ROLE_SERVICE;
+        p->role = memmem(v.mv_data, v.mv_size, "\"role\":\"librarian\"", 18) ? ROLE_LIBRARIAN
+                                                                             : ROLE_SERVICE;
         p->plan = PLAN_STANDARD;
         p->authenticated = 1;
         return 0;
     }
     if (!authz)
-        return reply_problem(c, 401, "unauthorized", "an Authorization: Bearer token or X-API-Key is required", NULL);
+        return reply_problem(c, 401, "unauthorized",
+                             "an Authorization: Bearer token or X-API-Key is required", NULL);
     if (strncasecmp(authz, "Bearer ", 7) != 0)
         return reply_problem(c, 401, "unauthorized", "only Bearer tokens are accepted", NULL);
     auth_claims cl;
     const char *tok = authz + 7;
-    int rc = auth_verify_cached(c->a->srv->verifier, c->a->cache, tok, strlen(tok), core_now_ms() / 1000, &cl);
+    int rc = auth_verify_cached(c->a->srv->verifier, c->a->cache, tok, strlen(tok),
+                                core_now_ms() / 1000, &cl);
     if (rc < 0)
         return reply_problem(c, 401, "unauthorized", auth_strerror(rc), NULL);
     p->role = core_role_parse(cl.role);
     if (p->role < 0 || core_uuid_parse(cl.sub, strlen(cl.sub), &p->id))
-        return reply_problem(c, 401, "unauthorized", "the token's role or subject is not valid", NULL);
+        return reply_problem(c, 401, "unauthorized", "the token's role or subject is not valid",
+                             NULL);
     p->plan = strcmp(cl.plan, "premium") == 0 ? PLAN_PREMIUM : PLAN_STANDARD;
     if (store_get(read_txn(c), DB_USERS, p->id.b, 16, &v) == 0)
         principal_from_user(p, &v);
     else if (p->role == ROLE_MEMBER)
-        return reply_problem(c, 401, "unauthorized", "the token's subject is not a registered user", NULL);
+        return reply_problem(c, 401, "unauthorized", "the token's subject is not a registered user",
+                             NULL);
     /* checked on every request, after the token cache: a block takes effect at once */
     if (p->status == USTATUS_BLOCKED)
         return reply_problem(c, 403, "member-blocked", "this account is blocked", NULL);
@@ -451,7 +489,8 @@ static void dispatch(struct evhttp_request *req, void *arg)
         return;
     }
     c->route = found->id;
-    if (evbuffer_get_length(evhttp_request_get_input_buffer(req)) > a->srv->cfg->limits.max_body_bytes) {
+    if (evbuffer_get_length(evhttp_request_get_input_buffer(req)) >
+        a->srv->cfg->limits.max_body_bytes) {
         reply_problem(c, 413, "payload-too-large", "the body is too large", NULL);
         return;
     }
@@ -461,7 +500,8 @@ static void dispatch(struct evhttp_request *req, void *arg)
     }
     if (found->auth == AUTH_REQUIRED && authenticate(c) < 0)
         goto done;
-    if (found->id != R_HEALTHZ && found->id != R_READYZ && found->id != R_METRICS && rate_limit(c) < 0)
+    if (found->id != R_HEALTHZ && found->id != R_READYZ && found->id != R_METRICS &&
+        rate_limit(c) < 0)
         goto done;
     if (bad_id) {
         reply_problem(c, 404, "not-found", "no such item", NULL);
@@ -506,7 +546,8 @@ int h_metrics(req_ctx *c, const core_uuid *id)
             for (int i = 0; i < s->nactors; i++)
                 n += atomic_load_explicit(&s->actors[i].requests[r][st], memory_order_relaxed);
             if (n)
-                evbuffer_add_printf(b, "circa_http_requests_total{route=\"%s\",status=\"%d\"} %llu\n",
+                evbuffer_add_printf(b,
+                                    "circa_http_requests_total{route=\"%s\",status=\"%d\"} %llu\n",
                                     route_names[r], st + 100, (unsigned long long)n);
         }
     evbuffer_add_printf(b, "# HELP circa_http_request_duration_seconds Time to answer, by route.\n"
@@ -515,7 +556,8 @@ int h_metrics(req_ctx *c, const core_uuid *id)
         uint64_t cum = 0, sum = 0, counts[LAT_BUCKETS + 1] = {0};
         for (int i = 0; i < s->nactors; i++) {
             for (int k = 0; k <= LAT_BUCKETS; k++)
-                counts[k] += atomic_load_explicit(&s->actors[i].latency[r][k], memory_order_relaxed);
+                counts[k] +=
+                    atomic_load_explicit(&s->actors[i].latency[r][k], memory_order_relaxed);
             sum += atomic_load_explicit(&s->actors[i].latency_sum_us[r], memory_order_relaxed);
         }
         for (int k = 0; k <= LAT_BUCKETS; k++)
@@ -525,16 +567,18 @@ int h_metrics(req_ctx *c, const core_uuid *id)
         cum = 0;
         for (int k = 0; k < LAT_BUCKETS; k++) {
             cum += counts[k];
-            evbuffer_add_printf(b, "circa_http_request_duration_seconds_bucket{route=\"%s\",le=\"%g\"} %llu\n",
-                                route_names[r], lat_bounds[k], (unsigned long long)cum);
+            evbuffer_add_printf(
+                b, "circa_http_request_duration_seconds_bucket{route=\"%s\",le=\"%g\"} %llu\n",
+                route_names[r], lat_bounds[k], (unsigned long long)cum);
         }
         cum += counts[LAT_BUCKETS];
-        evbuffer_add_printf(b,
-                            "circa_http_request_duration_seconds_bucket{route=\"%s\",le=\"+Inf\"} %llu\n"
-                            "circa_http_request_duration_seconds_sum{route=\"%s\"} %.6f\n"
-                            "circa_http_request_duration_seconds_count{route=\"%s\"} %llu\n",
-                            route_names[r], (unsigned long long)cum, route_names[r], (double)sum / 1e6,
-                            route_names[r], (unsigned long long)cum);
+        evbuffer_add_printf(
+            b,
+            "circa_http_request_duration_seconds_bucket{route=\"%s\",le=\"+Inf\"} %llu\n"
+            "circa_http_request_duration_seconds_sum{route=\"%s\"} %.6f\n"
+            "circa_http_request_duration_seconds_count{route=\"%s\"} %llu\n",
+            route_names[r], (unsigned long long)cum, route_names[r], (double)sum / 1e6,
+            route_names[r], (unsigned long long)cum);
     }
     repl_stats_get(s->rp, &rs);
     evbuffer_add_printf(b, "# HELP circa_write_batch_size Commands per group commit.\n"
@@ -548,17 +592,19 @@ int h_metrics(req_ctx *c, const core_uuid *id)
                         (unsigned long long)rs.batches, (unsigned long long)rs.commands,
                         (unsigned long long)rs.batches);
     if (store_info_get(s->st, &si) == 0)
-        evbuffer_add_printf(b,
-                            "# HELP circa_lmdb_map_used_bytes Bytes of the LMDB map in use.\n"
-                            "# TYPE circa_lmdb_map_used_bytes gauge\ncirca_lmdb_map_used_bytes %llu\n"
-                            "# HELP circa_lmdb_map_size_bytes Size of the LMDB map.\n"
-                            "# TYPE circa_lmdb_map_size_bytes gauge\ncirca_lmdb_map_size_bytes %llu\n"
-                            "# HELP circa_applied_index Last applied log index.\n"
-                            "# TYPE circa_applied_index gauge\ncirca_applied_index %llu\n",
-                            (unsigned long long)si.used_bytes, (unsigned long long)si.map_size,
-                            (unsigned long long)si.applied_index);
-    evbuffer_add_printf(b, "# HELP circa_inflight_writes Requests waiting for the writer.\n"
-                           "# TYPE circa_inflight_writes gauge\ncirca_inflight_writes %ld\n",
+        evbuffer_add_printf(
+            b,
+            "# HELP circa_lmdb_map_used_bytes Bytes of the LMDB map in use.\n"
+            "# TYPE circa_lmdb_map_used_bytes gauge\ncirca_lmdb_map_used_bytes %llu\n"
+            "# HELP circa_lmdb_map_size_bytes Size of the LMDB map.\n"
+            "# TYPE circa_lmdb_map_size_bytes gauge\ncirca_lmdb_map_size_bytes %llu\n"
+            "# HELP circa_applied_index Last applied log index.\n"
+            "# TYPE circa_applied_index gauge\ncirca_applied_index %llu\n",
+            (unsigned long long)si.used_bytes, (unsigned long long)si.map_size,
+            (unsigned long long)si.applied_index);
+    evbuffer_add_printf(b,
+                        "# HELP circa_inflight_writes Requests waiting for the writer.\n"
+                        "# TYPE circa_inflight_writes gauge\ncirca_inflight_writes %ld\n",
                         atomic_load(&s->inflight));
     reply_buf(c, 200, "text/plain; version=0.0.4", b);
     return 0;
@@ -631,7 +677,10 @@ static int split_hostport(const char *listen, char *host, size_t hl, char *port,
 static int listen_socket(const char *listen_addr, char *err, size_t errlen)
 {
     char host[256], port[16];
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE}, *res;
+    struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                             .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_PASSIVE},
+                    *res;
     int fd = -1, one = 1;
 
     if (split_hostport(listen_addr, host, sizeof host, port, sizeof port)) {
@@ -644,8 +693,8 @@ static int listen_socket(const char *listen_addr, char *err, size_t errlen)
     }
     fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) ||
-        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) || bind(fd, res->ai_addr, res->ai_addrlen) ||
-        listen(fd, 1024)) {
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) ||
+        bind(fd, res->ai_addr, res->ai_addrlen) || listen(fd, 1024)) {
         snprintf(err, errlen, "cannot listen on %s: %s", listen_addr, strerror(errno));
         if (fd >= 0)
             close(fd);
@@ -660,8 +709,8 @@ static int actor_init(http_server *s, http_actor *a, int id, char *err, size_t e
     int fd;
     a->id = id;
     a->srv = s;
-    if (!(a->base = event_base_new()) || !(a->http = evhttp_new(a->base)) || !(a->in = core_inbox_new()) ||
-        !(a->cache = auth_cache_new(4096))) {
+    if (!(a->base = event_base_new()) || !(a->http = evhttp_new(a->base)) ||
+        !(a->in = core_inbox_new()) || !(a->cache = auth_cache_new(4096))) {
         snprintf(err, errlen, "out of memory");
         return HTTP_ECONFIG;
     }
@@ -670,8 +719,8 @@ static int actor_init(http_server *s, http_actor *a, int id, char *err, size_t e
     evhttp_set_max_body_size(a->http, (ev_ssize_t)(2 * s->cfg->limits.max_body_bytes));
     evhttp_set_max_headers_size(a->http, (ev_ssize_t)s->cfg->limits.max_header_bytes);
     evhttp_set_timeout(a->http, 30);
-    evhttp_set_allowed_methods(a->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_PUT | EVHTTP_REQ_PATCH |
-                                            EVHTTP_REQ_DELETE | EVHTTP_REQ_HEAD);
+    evhttp_set_allowed_methods(a->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_PUT |
+                                            EVHTTP_REQ_PATCH | EVHTTP_REQ_DELETE | EVHTTP_REQ_HEAD);
     evhttp_set_gencb(a->http, dispatch, a);
     if ((fd = listen_socket(s->cfg->listen, err, errlen)) < 0)
         return HTTP_EBIND;
@@ -730,11 +779,13 @@ static int load_keys(http_server *s, char *err, size_t errlen)
         snprintf(err, errlen, "the data directory has no signing key");
         return HTTP_ECONFIG;
     }
-    HMAC(EVP_sha256(), s->signing_key, 32, (const unsigned char *)label, sizeof label - 1, s->grant_key, &len);
+    HMAC(EVP_sha256(), s->signing_key, 32, (const unsigned char *)label, sizeof label - 1,
+         s->grant_key, &len);
     return 0;
 }
 
-int http_start(const core_config *cfg, store *st, repl *rp, http_server **out, char *err, size_t errlen)
+int http_start(const core_config *cfg, store *st, repl *rp, http_server **out, char *err,
+               size_t errlen)
 {
     http_server *s = calloc(1, sizeof *s);
     int rc = HTTP_ECONFIG, started = 0;
@@ -815,7 +866,10 @@ void http_drain(http_server *s)
     broadcast(s, MSG_DRAIN);
 }
 
-long http_inflight(http_server *s) { return atomic_load(&s->inflight); }
+long http_inflight(http_server *s)
+{
+    return atomic_load(&s->inflight);
+}
 
 void http_stop(http_server *s)
 {

@@ -19,16 +19,39 @@
 
 enum route_id {
     R_NONE = 0,
-    R_REGISTER, R_LOGIN, R_ME, R_ME_LOANS, R_ME_HOLDS,
-    R_RES_LIST, R_RES_CREATE, R_RES_COUNTS, R_RES_GET, R_RES_PUT, R_RES_DELETE, R_RES_ACCESS,
-    R_CONTENT, R_LOAN_CREATE, R_LOAN_RETURN, R_LOAN_RENEW, R_HOLD_CREATE, R_HOLD_DELETE,
-    R_USER_GET, R_USER_PATCH, R_USER_LOANS, R_APIKEY_CREATE,
-    R_REP_OVERDUE, R_REP_PER_DAY, R_REP_TOP,
-    R_HEALTHZ, R_READYZ, R_METRICS, R_UNMATCHED,
+    R_REGISTER,
+    R_LOGIN,
+    R_ME,
+    R_ME_LOANS,
+    R_ME_HOLDS,
+    R_RES_LIST,
+    R_RES_CREATE,
+    R_RES_COUNTS,
+    R_RES_GET,
+    R_RES_PUT,
+    R_RES_DELETE,
+    R_RES_ACCESS,
+    R_CONTENT,
+    R_LOAN_CREATE,
+    R_LOAN_RETURN,
+    R_LOAN_RENEW,
+    R_HOLD_CREATE,
+    R_HOLD_DELETE,
+    R_USER_GET,
+    R_USER_PATCH,
+    R_USER_LOANS,
+    R_APIKEY_CREATE,
+    R_REP_OVERDUE,
+    R_REP_PER_DAY,
+    R_REP_TOP,
+    R_HEALTHZ,
+    R_READYZ,
+    R_METRICS,
+    R_UNMATCHED,
     R__COUNT
 };
 
-#define LAT_BUCKETS 12
+#define LAT_BUCKETS  12
 #define STATUS_SLOTS 500 /* statuses 100..599 */
 
 typedef struct http_actor http_actor;
@@ -47,8 +70,8 @@ typedef struct hash_job {
     size_t pwlen;
     uint8_t salt[16], hash[32];
     uint32_t iterations;
-    cmd cm;            /* register: the command waiting for its hash */
-    core_uuid user;    /* login: who is logging in */
+    cmd cm;                             /* register: the command waiting for its hash */
+    core_uuid user;                     /* login: who is logging in */
     char rlkey[8 + 4 * CORE_MAX_EMAIL]; /* login: its failed-login bucket */
     size_t rlkeylen;
 } hash_job;
@@ -130,7 +153,7 @@ const char *query_get(req_ctx *c, const char *name);
 /* requires a principal with one of the roles in mask (1 << role); replies on failure */
 int require_role(req_ctx *c, unsigned mask);
 #define ROLES_STAFF ((1u << ROLE_LIBRARIAN) | (1u << ROLE_ADMIN) | (1u << ROLE_SERVICE))
-#define ROLES_ANY ((1u << ROLE_MEMBER) | ROLES_STAFF)
+#define ROLES_ANY   ((1u << ROLE_MEMBER) | ROLES_STAFF)
 /* builds and submits a command (fills ts, actor, idempotency); replies on failure */
 int propose(req_ctx *c, cmd *cm);
 
@@ -141,13 +164,15 @@ void principal_from_user(principal *p, const MDB_val *v);
 /* parses the body as a JSON object of only `allowed` keys (NULL-terminated); replies on failure */
 json_t *body_object(req_ctx *c, const char *const *allowed);
 /* field getters: 0 set, 1 absent (optional), -1 replied with a problem */
-int body_str(req_ctx *c, json_t *o, const char *name, int required, size_t min, size_t max, core_str *out);
+int body_str(req_ctx *c, json_t *o, const char *name, int required, size_t min, size_t max,
+             core_str *out);
 int body_uint(req_ctx *c, json_t *o, const char *name, int required, uint64_t max, uint64_t *out);
 int body_bool(req_ctx *c, json_t *o, const char *name, int *out);
 int body_uuid(req_ctx *c, json_t *o, const char *name, int required, core_uuid *out);
-int body_enum(req_ctx *c, json_t *o, const char *name, int required, int (*parse)(const char *), int *out);
-int body_str_list(req_ctx *c, json_t *o, const char *name, size_t maxitems, size_t maxlen, core_str *items,
-                  uint8_t *n);
+int body_enum(req_ctx *c, json_t *o, const char *name, int required, int (*parse)(const char *),
+              int *out);
+int body_str_list(req_ctx *c, json_t *o, const char *name, size_t maxitems, size_t maxlen,
+                  core_str *items, uint8_t *n);
 /* nesting depth of a JSON text (strings skipped); exposed for fuzzing */
 int body_depth(const char *p, size_t len);
 

@@ -25,33 +25,33 @@
 #include <openssl/rand.h>
 #include <openssl/sha.h>
 
-#define RL_STRIPES 64
-#define RL_WINDOW 8
+#define RL_STRIPES    64
+#define RL_WINDOW     8
 #define RL_KEY_INLINE 64
-#define RL_CAP_MIN (RL_STRIPES * RL_WINDOW)
-#define RL_CAP_MAX ((size_t)1 << 22)
-#define RL_RETRY_MAX 86400
+#define RL_CAP_MIN    (RL_STRIPES * RL_WINDOW)
+#define RL_CAP_MAX    ((size_t)1 << 22)
+#define RL_RETRY_MAX  86400
 
 typedef struct bucket {
     double tokens;
     int64_t last_ns;
     bool used;
-    bool digest;               /* key holds SHA-256 of a long key */
+    bool digest; /* key holds SHA-256 of a long key */
     uint8_t keylen;
     unsigned char key[RL_KEY_INLINE];
 } bucket;
 
 typedef union stripe_lock {
     pthread_mutex_t mu;
-    char pad[64];              /* keep stripes' locks on separate cache lines */
+    char pad[64]; /* keep stripes' locks on separate cache lines */
 } stripe_lock;
 
 struct rl {
-    double rate;               /* tokens per second; <= 0 disabled */
+    double rate; /* tokens per second; <= 0 disabled */
     double burst;
-    size_t per_stripe;         /* power of two >= RL_WINDOW */
+    size_t per_stripe; /* power of two >= RL_WINDOW */
     uint64_t seed;
-    bucket *b;                 /* RL_STRIPES * per_stripe */
+    bucket *b; /* RL_STRIPES * per_stripe */
     stripe_lock locks[RL_STRIPES];
 };
 
@@ -90,7 +90,8 @@ static uint64_t key_hash(uint64_t seed, const rl_key *k)
 
 static bool key_eq(const bucket *b, const rl_key *k)
 {
-    return b->used && b->digest == k->digest && b->keylen == k->len && memcmp(b->key, k->bytes, k->len) == 0;
+    return b->used && b->digest == k->digest && b->keylen == k->len &&
+           memcmp(b->key, k->bytes, k->len) == 0;
 }
 
 /* Tokens the bucket would hold at now_ns. */
@@ -115,7 +116,8 @@ rl *rl_new(double rate_per_s, double burst, size_t capacity)
     size_t cap = RL_CAP_MIN;
     int inited = 0;
 
-    if (isnan(rate_per_s) || isnan(burst) || isinf(rate_per_s) || isinf(burst) || capacity > RL_CAP_MAX)
+    if (isnan(rate_per_s) || isnan(burst) || isinf(rate_per_s) || isinf(burst) ||
+        capacity > RL_CAP_MAX)
         return NULL;
     r = calloc(1, sizeof *r);
     if (!r)

@@ -19,9 +19,9 @@ struct store {
 };
 
 static const char *db_names[DB__COUNT] = {
-    "meta", "log", "users", "creds", "emails", "apikeys", "resources", "res_type",
-    "loans", "uloans", "uactive", "copies", "due", "holds", "rholds", "uholds",
-    "hready", "idem", "idem_time", "stat_day", "stat_res",
+    "meta",     "log",    "users",  "creds",   "emails",    "apikeys",  "resources",
+    "res_type", "loans",  "uloans", "uactive", "copies",    "due",      "holds",
+    "rholds",   "uholds", "hready", "idem",    "idem_time", "stat_day", "stat_res",
 };
 
 int store_open(const char *dir, uint64_t map_size, int flags, store **out)
@@ -88,8 +88,14 @@ void store_close(store *st)
     free(st);
 }
 
-MDB_dbi store_dbi(const store *st, int db) { return st->dbi[db]; }
-MDB_env *store_env(const store *st) { return st->env; }
+MDB_dbi store_dbi(const store *st, int db)
+{
+    return st->dbi[db];
+}
+MDB_env *store_env(const store *st)
+{
+    return st->env;
+}
 
 int store_begin(store *st, int write, store_txn *t)
 {
@@ -112,8 +118,14 @@ void store_abort(store_txn *t)
     t->txn = NULL;
 }
 
-int store_renew(store_txn *t) { return mdb_txn_renew(t->txn) ? CORE_EIO : 0; }
-void store_reset(store_txn *t) { mdb_txn_reset(t->txn); }
+int store_renew(store_txn *t)
+{
+    return mdb_txn_renew(t->txn) ? CORE_EIO : 0;
+}
+void store_reset(store_txn *t)
+{
+    mdb_txn_reset(t->txn);
+}
 
 int store_get(store_txn *t, int db, const void *k, size_t kl, MDB_val *v)
 {

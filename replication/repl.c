@@ -24,8 +24,8 @@
 #include <string.h>
 
 #define REPL_MAX_BATCH 4096
-#define LOG_KEEP 100000
-#define TICK_S 30
+#define LOG_KEEP       100000
+#define TICK_S         30
 
 struct repl {
     store *st;
@@ -49,8 +49,8 @@ enum { MSG_REQ = 1, MSG_STOP = 2 };
 
 /* appends c at the next index and applies it, inside a nested transaction
  * when `nested` (so a storage failure takes back only this command) */
-static int log_apply(store_txn *parent, const uint8_t *enc, size_t len, const cmd *c, apply_result *res,
-                     uint64_t *index, int nested)
+static int log_apply(store_txn *parent, const uint8_t *enc, size_t len, const cmd *c,
+                     apply_result *res, uint64_t *index, int nested)
 {
     store_txn child = {.st = parent->st, .txn = parent->txn};
     uint8_t k[8];
@@ -61,8 +61,8 @@ static int log_apply(store_txn *parent, const uint8_t *enc, size_t len, const cm
         return CORE_EIO;
     idx = store_meta_u64(&child, "log_last") + 1;
     store_be64(k, idx);
-    if ((rc = store_put(&child, DB_LOG, k, 8, enc, len)) || (rc = store_meta_put_u64(&child, "log_last", idx)) ||
-        (rc = apply(&child, idx, c, res))) {
+    if ((rc = store_put(&child, DB_LOG, k, 8, enc, len)) ||
+        (rc = store_meta_put_u64(&child, "log_last", idx)) || (rc = apply(&child, idx, c, res))) {
         if (nested)
             store_abort(&child);
         apply_result_clear(res);
@@ -96,9 +96,10 @@ static void fail_result(apply_result *res, int rc)
     apply_result_clear(res);
     res->status = rc == CORE_ERANGE ? 503 : 500;
     res->problem = 1;
-    res->body = core_problem(res->status, rc == CORE_ERANGE ? "unavailable" : "internal",
-                             rc == CORE_ERANGE ? "the store is full" : "the write could not be stored", NULL,
-                             &res->body_len);
+    res->body =
+        core_problem(res->status, rc == CORE_ERANGE ? "unavailable" : "internal",
+                     rc == CORE_ERANGE ? "the store is full" : "the write could not be stored",
+                     NULL, &res->body_len);
 }
 
 int repl_apply_local(store *st, const cmd *c, apply_result *res)
@@ -282,7 +283,8 @@ int repl_prepare(store *st, const core_config *cfg)
     store_be32(pol + 8, cfg->policy.max_loans);
     store_be32(pol + 12, cfg->policy.max_loans_premium);
     store_be32(pol + 16, cfg->policy.pickup_days);
-    same_policy = store_get(&t, DB_META, "policy", 6, &v) == 0 && v.mv_size == 20 && memcmp(v.mv_data, pol, 20) == 0;
+    same_policy = store_get(&t, DB_META, "policy", 6, &v) == 0 && v.mv_size == 20 &&
+                  memcmp(v.mv_data, pol, 20) == 0;
     store_abort(&t);
     if (!have_key) {
         cmd c = {.type = CMD_BOOTSTRAP, .ts_ms = core_now_ms(), .actor_role = ROLE_SERVICE};
@@ -296,7 +298,10 @@ int repl_prepare(store *st, const core_config *cfg)
         core_log(LOG_INFO, "bootstrapped a new cluster with a generated signing key", NULL);
     }
     if (!same_policy) {
-        cmd c = {.type = CMD_POLICY, .ts_ms = core_now_ms(), .actor_role = ROLE_SERVICE, .u.policy = cfg->policy};
+        cmd c = {.type = CMD_POLICY,
+                 .ts_ms = core_now_ms(),
+                 .actor_role = ROLE_SERVICE,
+                 .u.policy = cfg->policy};
         if ((rc = repl_apply_local(st, &c, &res)))
             return rc;
         apply_result_clear(&res);

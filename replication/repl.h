@@ -4,8 +4,8 @@
  * Today the log has one member: the writer actor appends each command to
  * DB_LOG and applies it in the same LMDB write transaction, many commands
  * per transaction (group commit), then a sync thread makes the batch
- * durable and answers every proposer through its inbox. Raft will take this actor's place behind the
- * same repl_submit() interface; apply() and the HTTP layer stay as they are.
+ * durable and answers every proposer through its inbox. Raft will take this actor's place behind
+ * the same repl_submit() interface; apply() and the HTTP layer stay as they are.
  */
 #ifndef CIRCA_REPL_H
 #define CIRCA_REPL_H

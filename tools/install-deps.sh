@@ -19,7 +19,7 @@
 set -euo pipefail
 
 PACKAGES=(
-    build-essential cmake pkg-config clang libclang-rt-14-dev
+    build-essential cmake pkg-config clang clang-format libclang-rt-14-dev
     libevent-dev libnng-dev liblmdb-dev lmdb-utils libjansson-dev
     libjwt-dev libssl-dev libcriterion-dev libpq-dev postgresql
     wrk nginx-light curl python3 ca-certificates openssl

@@ -21,6 +21,7 @@ cd "$ROOT"
 
 STEPS=(
     deps
+    format
     build-release
     build-asan
     unit-release
@@ -38,6 +39,7 @@ declare -A NEEDS=(
     [system-release]=build-release
     [system-asan]=build-asan
     [fuzz]=deps
+    [format]=deps
 )
 
 FUZZ_SECONDS=${FUZZ_SECONDS:-20}
@@ -75,6 +77,15 @@ asan_options() {
 
 step_deps() {
     tools/install-deps.sh
+}
+
+# every C file as .clang-format says; `clang-format -i $(git ls-files '*.c' '*.h')` fixes it
+step_format() {
+    local bad=0 f
+    for f in $(git ls-files '*.c' '*.h'); do
+        clang-format --dry-run --Werror "$f" 2>/dev/null || { echo "not formatted: $f"; bad=1; }
+    done
+    return $bad
 }
 
 step_build-release() {

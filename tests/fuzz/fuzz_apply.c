@@ -17,7 +17,10 @@
 static store *g_st;
 static char g_dir[64];
 
-static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw) { return remove(p); }
+static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    return remove(p);
+}
 
 static void cleanup(void)
 {

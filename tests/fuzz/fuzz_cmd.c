@@ -7,7 +7,10 @@
 
 #include "core/core.h"
 
-static int str_eq(core_str a, core_str b) { return a.len == b.len && (!a.len || memcmp(a.p, b.p, a.len) == 0); }
+static int str_eq(core_str a, core_str b)
+{
+    return a.len == b.len && (!a.len || memcmp(a.p, b.p, a.len) == 0);
+}
 
 static int cmd_eq(const cmd *a, const cmd *b)
 {
@@ -26,7 +29,8 @@ static int cmd_eq(const cmd *a, const cmd *b)
         return !memcmp(a->u.user_create.id.b, b->u.user_create.id.b, 16) &&
                str_eq(a->u.user_create.email, b->u.user_create.email) &&
                str_eq(a->u.user_create.name, b->u.user_create.name) &&
-               a->u.user_create.role == b->u.user_create.role && a->u.user_create.plan == b->u.user_create.plan &&
+               a->u.user_create.role == b->u.user_create.role &&
+               a->u.user_create.plan == b->u.user_create.plan &&
                !memcmp(a->u.user_create.salt, b->u.user_create.salt, 16) &&
                !memcmp(a->u.user_create.hash, b->u.user_create.hash, 32) &&
                a->u.user_create.iterations == b->u.user_create.iterations;
@@ -34,13 +38,17 @@ static int cmd_eq(const cmd *a, const cmd *b)
         return !memcmp(a->u.user_update.id.b, b->u.user_update.id.b, 16) &&
                a->u.user_update.mask == b->u.user_update.mask &&
                a->u.user_update.status == b->u.user_update.status &&
-               a->u.user_update.plan == b->u.user_update.plan && a->u.user_update.role == b->u.user_update.role &&
+               a->u.user_update.plan == b->u.user_update.plan &&
+               a->u.user_update.role == b->u.user_update.role &&
                str_eq(a->u.user_update.name, b->u.user_update.name);
     case CMD_RES_PUT:
-        if (memcmp(a->u.res_put.id.b, b->u.res_put.id.b, 16) || a->u.res_put.mode != b->u.res_put.mode ||
-            a->u.res_put.type != b->u.res_put.type || a->u.res_put.premium != b->u.res_put.premium ||
-            a->u.res_put.copies != b->u.res_put.copies || !str_eq(a->u.res_put.title, b->u.res_put.title) ||
-            a->u.res_put.n_authors != b->u.res_put.n_authors || a->u.res_put.n_tags != b->u.res_put.n_tags)
+        if (memcmp(a->u.res_put.id.b, b->u.res_put.id.b, 16) ||
+            a->u.res_put.mode != b->u.res_put.mode || a->u.res_put.type != b->u.res_put.type ||
+            a->u.res_put.premium != b->u.res_put.premium ||
+            a->u.res_put.copies != b->u.res_put.copies ||
+            !str_eq(a->u.res_put.title, b->u.res_put.title) ||
+            a->u.res_put.n_authors != b->u.res_put.n_authors ||
+            a->u.res_put.n_tags != b->u.res_put.n_tags)
             return 0;
         for (int i = 0; i < a->u.res_put.n_authors; i++)
             if (!str_eq(a->u.res_put.authors[i], b->u.res_put.authors[i]))
@@ -58,7 +66,8 @@ static int cmd_eq(const cmd *a, const cmd *b)
     case CMD_HOLD_PLACE:
         return !memcmp(&a->u.place, &b->u.place, sizeof a->u.place);
     case CMD_APIKEY_CREATE:
-        return !memcmp(a->u.apikey.id.b, b->u.apikey.id.b, 16) && !memcmp(a->u.apikey.hash, b->u.apikey.hash, 32) &&
+        return !memcmp(a->u.apikey.id.b, b->u.apikey.id.b, 16) &&
+               !memcmp(a->u.apikey.hash, b->u.apikey.hash, 32) &&
                a->u.apikey.role == b->u.apikey.role && str_eq(a->u.apikey.name, b->u.apikey.name);
     }
     return 0;
@@ -86,13 +95,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 #ifdef FUZZ_CMD_GEN_SEEDS
 /* Seed generator, not part of the fuzz target:
- *   cc -DFUZZ_CMD_GEN_SEEDS -I. tests/fuzz/fuzz_cmd.c build/libcirca_lib.a -lcrypto -o gen && ./gen DIR
- * writes one valid encoding per command type (and one with an idempotency key) into DIR. */
+ *   cc -DFUZZ_CMD_GEN_SEEDS -I. tests/fuzz/fuzz_cmd.c build/libcirca_lib.a -lcrypto -o gen && ./gen
+ * DIR writes one valid encoding per command type (and one with an idempotency key) into DIR. */
 #include <stdio.h>
 
 int main(int argc, char **argv)
 {
-    static const char *authors[2] = {"Ursula K. Le Guin", "\xd0\x91\xd0\xbe\xd1\x80\xd0\xb8\xd1\x81"};
+    static const char *authors[2] = {"Ursula K. Le Guin",
+                                     "\xd0\x91\xd0\xbe\xd1\x80\xd0\xb8\xd1\x81"};
     if (argc != 2)
         return 2;
     for (int type = CMD_BOOTSTRAP; type <= CMD__COUNT; type++) {
@@ -104,16 +114,20 @@ int main(int argc, char **argv)
         c.ts_ms = 1795341600000LL;
         c.actor.b[0] = 1;
         c.actor.b[15] = 1;
-        c.actor_role = c.type == CMD_RES_PUT || c.type == CMD_RES_DELETE ? ROLE_LIBRARIAN
+        c.actor_role = c.type == CMD_RES_PUT || c.type == CMD_RES_DELETE          ? ROLE_LIBRARIAN
                        : c.type == CMD_APIKEY_CREATE || c.type == CMD_USER_UPDATE ? ROLE_ADMIN
-                                                                                 : ROLE_MEMBER;
+                                                                                  : ROLE_MEMBER;
         if (type == CMD__COUNT) {
             c.idem = (core_str){"idem-1", 6};
             memset(c.req_hash, 0xab, 32);
         }
         switch (c.type) {
-        case CMD_BOOTSTRAP: memset(c.u.bootstrap.key, 7, 32); break;
-        case CMD_POLICY: core_policy_default(&c.u.policy); break;
+        case CMD_BOOTSTRAP:
+            memset(c.u.bootstrap.key, 7, 32);
+            break;
+        case CMD_POLICY:
+            core_policy_default(&c.u.policy);
+            break;
         case CMD_USER_CREATE:
             c.u.user_create.id = c.actor;
             c.u.user_create.email = (core_str){"Ada@Example.org", 15};
@@ -137,10 +151,16 @@ int main(int argc, char **argv)
             c.u.res_put.n_tags = 1;
             c.u.res_put.tags[0] = (core_str){"sf", 2};
             break;
-        case CMD_RES_DELETE: c.u.target.id.b[0] = 2; break;
+        case CMD_RES_DELETE:
+            c.u.target.id.b[0] = 2;
+            break;
         case CMD_LOAN_RETURN:
-        case CMD_LOAN_RENEW: c.u.target.id.b[0] = 3; break;
-        case CMD_HOLD_CANCEL: c.u.target.id.b[0] = 4; break;
+        case CMD_LOAN_RENEW:
+            c.u.target.id.b[0] = 3;
+            break;
+        case CMD_HOLD_CANCEL:
+            c.u.target.id.b[0] = 4;
+            break;
         case CMD_LOAN_CHECKOUT:
         case CMD_HOLD_PLACE:
             c.u.place.id.b[0] = c.type == CMD_LOAN_CHECKOUT ? 3 : 4;
@@ -156,7 +176,8 @@ int main(int argc, char **argv)
         }
         if (cmd_encode(&c, &b))
             return 1;
-        snprintf(path, sizeof path, "%s/seed-%02d%s", argv[1], c.type, type == CMD__COUNT ? "-idem" : "");
+        snprintf(path, sizeof path, "%s/seed-%02d%s", argv[1], c.type,
+                 type == CMD__COUNT ? "-idem" : "");
         FILE *f = fopen(path, "wb");
         if (!f || fwrite(b.p, 1, b.len, f) != b.len || fclose(f))
             return 1;

@@ -18,7 +18,7 @@ static int json_depth(json_t *j)
     if (json_is_object(j)) {
         const char *k;
         json_t *v;
-        json_object_foreach(j, k, v) {
+        json_object_foreach (j, k, v) {
             int d = json_depth(v);
             if (d > max)
                 max = d;
@@ -28,7 +28,7 @@ static int json_depth(json_t *j)
     if (json_is_array(j)) {
         size_t i;
         json_t *v;
-        json_array_foreach(j, i, v) {
+        json_array_foreach (j, i, v) {
             int d = json_depth(v);
             if (d > max)
                 max = d;

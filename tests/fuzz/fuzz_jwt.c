@@ -16,8 +16,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     static auth_verifier *hs;
     static auth_cache *cache;
     if (!hs) {
-        auth_config cfg = {.hs_secret = SECRET, .hs_secret_len = sizeof SECRET, .issuer = "circa",
-                           .audience = "circa", .leeway_s = 30};
+        auth_config cfg = {.hs_secret = SECRET,
+                           .hs_secret_len = sizeof SECRET,
+                           .issuer = "circa",
+                           .audience = "circa",
+                           .leeway_s = 30};
         if (auth_verifier_new(&cfg, &hs, NULL, 0) != 0 || !(cache = auth_cache_new(64)))
             abort();
     }
@@ -45,7 +48,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (!doc)
             return 0;
         memcpy(doc, body, len);
-        auth_config cfg = {.alg = (mode & 2) ? "ES256" : "RS256", .jwks_json = doc, .jwks_json_len = len};
+        auth_config cfg = {
+            .alg = (mode & 2) ? "ES256" : "RS256", .jwks_json = doc, .jwks_json_len = len};
         char err[128];
         if (auth_verifier_new(&cfg, &v, err, sizeof err) == 0)
             auth_verifier_free(v);

@@ -16,9 +16,9 @@
 #include "persist/store.h"
 #include "replication/repl.h"
 
-#define T0 1795341600000LL /* 2026-11-22T10:00:00Z */
+#define T0     1795341600000LL /* 2026-11-22T10:00:00Z */
 #define DAY_MS (86400LL * 1000)
-#define MAP (64ULL << 20)
+#define MAP    (64ULL << 20)
 
 /* ---- fixture ---- */
 
@@ -28,7 +28,10 @@ static store *st; /* the store commands go to */
 static json_t **g_keep;
 static size_t g_nkeep;
 
-static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw) { return remove(p); }
+static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    return remove(p);
+}
 
 static void rm_rf(const char *dir)
 {
@@ -50,7 +53,10 @@ static void setup(void)
 {
     core_log_set_level(LOG_ERROR);
     core_config_default(&g_cfg);
-    g_cfg.policy = (core_policy){.loan_days = 14, .max_renewals = 2, .max_loans = 3, .max_loans_premium = 5,
+    g_cfg.policy = (core_policy){.loan_days = 14,
+                                 .max_renewals = 2,
+                                 .max_loans = 3,
+                                 .max_loans_premium = 5,
                                  .pickup_days = 3};
     st = open_fresh(0);
     cr_assert_eq(repl_prepare(st, &g_cfg), 0);
@@ -106,7 +112,7 @@ static const char *IDS(unsigned n)
     return b;
 }
 
-#define LIB 9000 /* a librarian principal that is not a user */
+#define LIB   9000 /* a librarian principal that is not a user */
 #define ADMIN 9001
 
 static int64_t g_now = T0;
@@ -142,8 +148,8 @@ static R run(const cmd *c)
     if (res.body) {
         json_error_t je;
         r.j = keep(json_loadb(res.body, res.body_len, JSON_REJECT_DUPLICATES, &je));
-        cr_assert_not_null(r.j, "type %d: body is not JSON (%s): %.*s", c->type, je.text, (int)res.body_len,
-                           res.body);
+        cr_assert_not_null(r.j, "type %d: body is not JSON (%s): %.*s", c->type, je.text,
+                           (int)res.body_len, res.body);
         /* keep the raw bytes for byte comparisons */
         json_t *raw = keep(json_stringn_nocheck(res.body, res.body_len));
         r.raw = (char *)json_string_value(raw);
@@ -173,7 +179,8 @@ static void expect_problem(const R *r, int status, const char *kind)
 {
     char want[64];
     snprintf(want, sizeof want, "/problems/%s", kind);
-    cr_assert_eq(r->status, status, "status %d, want %d (%s)", r->status, status, r->raw ? r->raw : "");
+    cr_assert_eq(r->status, status, "status %d, want %d (%s)", r->status, status,
+                 r->raw ? r->raw : "");
     cr_assert(r->problem, "not a problem document");
     cr_assert_str_eq(S(r, "type"), want);
     cr_assert_eq(I(r, "status"), status);
@@ -181,7 +188,8 @@ static void expect_problem(const R *r, int status, const char *kind)
 
 static void expect_ok(const R *r, int status)
 {
-    cr_assert_eq(r->status, status, "status %d, want %d: %s", r->status, status, r->raw ? r->raw : "(no body)");
+    cr_assert_eq(r->status, status, "status %d, want %d: %s", r->status, status,
+                 r->raw ? r->raw : "(no body)");
     cr_assert_not(r->problem);
 }
 
@@ -216,8 +224,8 @@ static void member(unsigned id, int plan)
     expect_ok(&r, 201);
 }
 
-static R res_put_full(unsigned actor, int role, unsigned id, int mode, int type, uint32_t copies, int premium,
-                      const char *title)
+static R res_put_full(unsigned actor, int role, unsigned id, int mode, int type, uint32_t copies,
+                      int premium, const char *title)
 {
     cmd c = base(CMD_RES_PUT, actor, role);
     c.u.res_put.id = ID(id);
@@ -278,9 +286,18 @@ static R target(int type, unsigned actor, int role, unsigned id)
     return run(&c);
 }
 
-static R ret(unsigned loan, unsigned user) { return target(CMD_LOAN_RETURN, user, ROLE_MEMBER, loan); }
-static R renew(unsigned loan, unsigned user) { return target(CMD_LOAN_RENEW, user, ROLE_MEMBER, loan); }
-static R cancel(unsigned hid, unsigned user) { return target(CMD_HOLD_CANCEL, user, ROLE_MEMBER, hid); }
+static R ret(unsigned loan, unsigned user)
+{
+    return target(CMD_LOAN_RETURN, user, ROLE_MEMBER, loan);
+}
+static R renew(unsigned loan, unsigned user)
+{
+    return target(CMD_LOAN_RENEW, user, ROLE_MEMBER, loan);
+}
+static R cancel(unsigned hid, unsigned user)
+{
+    return target(CMD_HOLD_CANCEL, user, ROLE_MEMBER, hid);
+}
 
 static R tick(void)
 {
@@ -288,8 +305,8 @@ static R tick(void)
     return run(&c);
 }
 
-static R user_update(unsigned actor, int role, unsigned id, int mask, int status, int plan, int urole,
-                     const char *name)
+static R user_update(unsigned actor, int role, unsigned id, int mask, int status, int plan,
+                     int urole, const char *name)
 {
     cmd c = base(CMD_USER_UPDATE, actor, role);
     c.u.user_update.id = ID(id);
@@ -348,7 +365,10 @@ static const char *hold_status(unsigned hid)
     return json_string_value(json_object_get(hold_view(hid), "status"));
 }
 
-static long long hold_pos(unsigned hid) { return json_integer_value(json_object_get(hold_view(hid), "position")); }
+static long long hold_pos(unsigned hid)
+{
+    return json_integer_value(json_object_get(hold_view(hid), "position"));
+}
 
 static size_t db_entries(int db)
 {
@@ -429,7 +449,8 @@ Test(apply, user_update_roles)
     /* a librarian may set status only */
     r = user_update(LIB, ROLE_LIBRARIAN, 1, UPD_PLAN, 0, PLAN_PREMIUM, 0, NULL);
     expect_problem(&r, 403, "forbidden");
-    r = user_update(LIB, ROLE_LIBRARIAN, 1, UPD_STATUS | UPD_ROLE, USTATUS_BLOCKED, 0, ROLE_ADMIN, NULL);
+    r = user_update(LIB, ROLE_LIBRARIAN, 1, UPD_STATUS | UPD_ROLE, USTATUS_BLOCKED, 0, ROLE_ADMIN,
+                    NULL);
     expect_problem(&r, 403, "forbidden");
     json_t *u = read_json(DB_USERS, 1);
     cr_assert_str_eq(json_string_value(json_object_get(u, "status")), "active");
@@ -439,8 +460,8 @@ Test(apply, user_update_roles)
     cr_assert_str_eq(S(&r, "status"), "blocked");
     cr_assert_str_eq(S(&r, "plan"), "standard");
     /* an admin anything */
-    r = user_update(ADMIN, ROLE_ADMIN, 1, UPD_STATUS | UPD_PLAN | UPD_ROLE | UPD_NAME, USTATUS_ACTIVE,
-                    PLAN_PREMIUM, ROLE_LIBRARIAN, "Renamed");
+    r = user_update(ADMIN, ROLE_ADMIN, 1, UPD_STATUS | UPD_PLAN | UPD_ROLE | UPD_NAME,
+                    USTATUS_ACTIVE, PLAN_PREMIUM, ROLE_LIBRARIAN, "Renamed");
     expect_ok(&r, 200);
     cr_assert_str_eq(S(&r, "status"), "active");
     cr_assert_str_eq(S(&r, "plan"), "premium");
@@ -463,7 +484,8 @@ Test(apply, resource_create_upsert_replace_delete_counts)
     cr_assert_eq(I(&r, "copies"), 3);
     cr_assert_eq(I(&r, "available"), 3);
     cr_assert(json_is_true(json_object_get(r.j, "premium")));
-    cr_assert_str_eq(json_string_value(json_array_get(json_object_get(r.j, "authors"), 0)), "An Author");
+    cr_assert_str_eq(json_string_value(json_array_get(json_object_get(r.j, "authors"), 0)),
+                     "An Author");
     cr_assert_str_eq(json_string_value(json_array_get(json_object_get(r.j, "tags"), 0)), "tag");
     cr_assert_str_eq(S(&r, "created_at"), "2026-11-22T10:00:00Z");
     cr_assert_eq(meta_u64("count/FANTASY"), 1);
@@ -619,7 +641,8 @@ Test(apply, checkout_refusals)
     cr_assert_str_eq(S(&r, "user_id"), IDS(3));
 
     /* blocked members */
-    expect_ok((R[]){user_update(LIB, ROLE_LIBRARIAN, 3, UPD_STATUS, USTATUS_BLOCKED, 0, 0, NULL)}, 200);
+    expect_ok((R[]){user_update(LIB, ROLE_LIBRARIAN, 3, UPD_STATUS, USTATUS_BLOCKED, 0, 0, NULL)},
+              200);
     r = checkout(306, 3, 17);
     expect_problem(&r, 403, "member-blocked");
     r = place(CMD_LOAN_CHECKOUT, LIB, ROLE_LIBRARIAN, 307, 3, 17);
@@ -747,7 +770,8 @@ Test(apply, holds_queue_ready_and_fulfilled)
     json_t *h = hold_view(502);
     cr_assert_str_eq(json_string_value(json_object_get(h, "status")), "ready");
     cr_assert_eq(json_integer_value(json_object_get(h, "position")), 0);
-    cr_assert_str_eq(json_string_value(json_object_get(h, "ready_until")), fmt_ts(g_now + 3 * DAY_MS));
+    cr_assert_str_eq(json_string_value(json_object_get(h, "ready_until")),
+                     fmt_ts(g_now + 3 * DAY_MS));
     cr_assert_eq(hold_pos(503), 1);
     cr_assert_eq(hold_pos(504), 2);
     cr_assert_eq(res_int(10, "available"), 0);
@@ -793,7 +817,8 @@ Test(apply, cancel_ready_hold_passes_the_copy_on)
     cr_assert_eq(I(&r, "position"), 0);
     json_t *h = hold_view(501);
     cr_assert_str_eq(json_string_value(json_object_get(h, "status")), "ready");
-    cr_assert_str_eq(json_string_value(json_object_get(h, "ready_until")), fmt_ts(g_now + 3 * DAY_MS));
+    cr_assert_str_eq(json_string_value(json_object_get(h, "ready_until")),
+                     fmt_ts(g_now + 3 * DAY_MS));
     cr_assert_eq(res_int(10, "available"), 0);
     r = checkout(101, 2, 10);
     expect_problem(&r, 409, "no-copy-available");
@@ -846,7 +871,8 @@ Test(apply, ready_hold_expires_and_passes_on)
     cr_assert(json_is_null(json_object_get(h, "ready_until")));
     h = hold_view(501);
     cr_assert_str_eq(json_string_value(json_object_get(h, "status")), "ready");
-    cr_assert_str_eq(json_string_value(json_object_get(h, "ready_until")), fmt_ts(g_now + 3 * DAY_MS));
+    cr_assert_str_eq(json_string_value(json_object_get(h, "ready_until")),
+                     fmt_ts(g_now + 3 * DAY_MS));
     R r = checkout(102, 2, 10);
     expect_problem(&r, 409, "no-copy-available");
 
@@ -947,7 +973,8 @@ Test(apply, idempotent_replay)
     expect_ok(&a, 201);
     cr_assert_eq(res_int(10, "available"), 2);
 
-    /* the replay carries a fresh loan id (the HTTP layer makes one per request): same answer, no loan */
+    /* the replay carries a fresh loan id (the HTTP layer makes one per request): same answer, no
+     * loan */
     g_now += 60 * 1000;
     R b = with_idem(checkout_cmd(101, 1, 10), 1, "key-1", 0xaa);
     cr_assert_eq(b.status, 201);
@@ -1056,7 +1083,7 @@ static void run_script(void)
     res_delete(12);
     g_now += 2 * DAY_MS;
     ret(103, 5);
-    ret(102, 2);     /* hold 502 becomes ready */
+    ret(102, 2); /* hold 502 becomes ready */
     checkout(105, 1, 10);
     with_idem(checkout_cmd(106, 3, 10), 3, "k2", 4);
     with_idem(checkout_cmd(107, 3, 10), 3, "k2", 4);
@@ -1081,10 +1108,12 @@ static size_t compare_db(store *a, store *b, int db)
     int ra = mdb_cursor_get(ca, &ka, &va, MDB_FIRST), rb = mdb_cursor_get(cb, &kb, &vb, MDB_FIRST);
     while (ra == 0 && rb == 0) {
         cr_assert_eq(ka.mv_size, kb.mv_size, "db %d entry %zu: key sizes differ", db, n);
-        cr_assert(memcmp(ka.mv_data, kb.mv_data, ka.mv_size) == 0, "db %d entry %zu: keys differ", db, n);
+        cr_assert(memcmp(ka.mv_data, kb.mv_data, ka.mv_size) == 0, "db %d entry %zu: keys differ",
+                  db, n);
         cr_assert_eq(va.mv_size, vb.mv_size, "db %d entry %zu: value sizes differ", db, n);
-        cr_assert(memcmp(va.mv_data, vb.mv_data, va.mv_size) == 0, "db %d entry %zu: values differ: %.*s | %.*s",
-                  db, n, (int)va.mv_size, (char *)va.mv_data, (int)vb.mv_size, (char *)vb.mv_data);
+        cr_assert(memcmp(va.mv_data, vb.mv_data, va.mv_size) == 0,
+                  "db %d entry %zu: values differ: %.*s | %.*s", db, n, (int)va.mv_size,
+                  (char *)va.mv_data, (int)vb.mv_size, (char *)vb.mv_data);
         n++;
         ra = mdb_cursor_get(ca, &ka, &va, MDB_NEXT);
         rb = mdb_cursor_get(cb, &kb, &vb, MDB_NEXT);
@@ -1117,9 +1146,10 @@ Test(apply, deterministic_byte_for_byte)
         total += n;
     }
     /* every kind of state was produced */
-    int must_have[] = {DB_META, DB_LOG, DB_USERS, DB_CREDS, DB_EMAILS, DB_APIKEYS, DB_RES, DB_RES_TYPE,
-                       DB_LOANS, DB_ULOANS, DB_UACTIVE, DB_COPIES, DB_DUE, DB_HOLDS, DB_RHOLDS, DB_UHOLDS,
-                       DB_HREADY, DB_IDEM, DB_IDEM_TIME, DB_STAT_DAY, DB_STAT_RES};
+    int must_have[] = {DB_META,      DB_LOG,      DB_USERS,   DB_CREDS,  DB_EMAILS,  DB_APIKEYS,
+                       DB_RES,       DB_RES_TYPE, DB_LOANS,   DB_ULOANS, DB_UACTIVE, DB_COPIES,
+                       DB_DUE,       DB_HOLDS,    DB_RHOLDS,  DB_UHOLDS, DB_HREADY,  DB_IDEM,
+                       DB_IDEM_TIME, DB_STAT_DAY, DB_STAT_RES};
     for (size_t i = 0; i < sizeof must_have / sizeof must_have[0]; i++)
         cr_assert_gt(db_entries(must_have[i]), 0, "db %d is empty after the script", must_have[i]);
     cr_assert_gt(total, 50);

@@ -86,8 +86,7 @@ static char *b64url(const void *data, size_t n)
     return keep(out);
 }
 
-__attribute__((format(printf, 1, 2)))
-static char *fmt(const char *f, ...)
+__attribute__((format(printf, 1, 2))) static char *fmt(const char *f, ...)
 {
     va_list ap;
     char *s = NULL;
@@ -109,11 +108,13 @@ static char *hs256_sig(const char *tok, const unsigned char *key, size_t keylen)
     unsigned char mac[32];
     unsigned int maclen = 0;
     const char *dot2 = strrchr(tok, '.');
-    HMAC(EVP_sha256(), key, (int)keylen, (const unsigned char *)tok, (size_t)(dot2 - tok), mac, &maclen);
+    HMAC(EVP_sha256(), key, (int)keylen, (const unsigned char *)tok, (size_t)(dot2 - tok), mac,
+         &maclen);
     return b64url(mac, maclen);
 }
 
-static char *libjwt_sign(jwt_alg_t alg, const void *key, size_t keylen, const char *kid, const char *claims)
+static char *libjwt_sign(jwt_alg_t alg, const void *key, size_t keylen, const char *kid,
+                         const char *claims)
 {
     jwt_t *jwt = NULL;
     cr_assert_eq(jwt_new(&jwt), 0);
@@ -161,7 +162,10 @@ static auth_verifier *mk(const auth_config *cfg)
 
 static auth_verifier *hs_verifier(const char *iss, const char *aud, int leeway)
 {
-    auth_config cfg = {.hs_secret = SECRET, .hs_secret_len = SECRET_LEN, .issuer = iss, .audience = aud,
+    auth_config cfg = {.hs_secret = SECRET,
+                       .hs_secret_len = SECRET_LEN,
+                       .issuer = iss,
+                       .audience = aud,
                        .leeway_s = leeway};
     return mk(&cfg);
 }
@@ -208,14 +212,19 @@ static char *bn_param_b64(EVP_PKEY *k, const char *name, int pad)
 
 static char *jwk_rsa(EVP_PKEY *k, const char *kid)
 {
-    char *n = bn_param_b64(k, OSSL_PKEY_PARAM_RSA_N, 0), *e = bn_param_b64(k, OSSL_PKEY_PARAM_RSA_E, 0);
-    return fmt("{\"kty\":\"RSA\",\"kid\":\"%s\",\"use\":\"sig\",\"alg\":\"RS256\",\"n\":\"%s\",\"e\":\"%s\"}", kid, n, e);
+    char *n = bn_param_b64(k, OSSL_PKEY_PARAM_RSA_N, 0),
+         *e = bn_param_b64(k, OSSL_PKEY_PARAM_RSA_E, 0);
+    return fmt("{\"kty\":\"RSA\",\"kid\":\"%s\",\"use\":\"sig\",\"alg\":\"RS256\",\"n\":\"%s\","
+               "\"e\":\"%s\"}",
+               kid, n, e);
 }
 
 static char *jwk_ec(EVP_PKEY *k, const char *kid)
 {
-    char *x = bn_param_b64(k, OSSL_PKEY_PARAM_EC_PUB_X, 32), *y = bn_param_b64(k, OSSL_PKEY_PARAM_EC_PUB_Y, 32);
-    return fmt("{\"kty\":\"EC\",\"kid\":\"%s\",\"crv\":\"P-256\",\"x\":\"%s\",\"y\":\"%s\"}", kid, x, y);
+    char *x = bn_param_b64(k, OSSL_PKEY_PARAM_EC_PUB_X, 32),
+         *y = bn_param_b64(k, OSSL_PKEY_PARAM_EC_PUB_Y, 32);
+    return fmt("{\"kty\":\"EC\",\"kid\":\"%s\",\"crv\":\"P-256\",\"x\":\"%s\",\"y\":\"%s\"}", kid,
+               x, y);
 }
 
 /* ---- HS256 basics ---- */
@@ -225,8 +234,9 @@ Test(auth, hs256_sign_and_verify)
     auth_verifier *v = hs_verifier("circa", "circa", 30);
     char *t = NULL;
     auth_claims c;
-    cr_assert_eq(auth_sign_hs256(SECRET, SECRET_LEN, "9b2f0c1e-0000-4000-8000-000000000001", "librarian", "premium",
-                                 "circa", "circa", NOW, 3600, &t), 0);
+    cr_assert_eq(auth_sign_hs256(SECRET, SECRET_LEN, "9b2f0c1e-0000-4000-8000-000000000001",
+                                 "librarian", "premium", "circa", "circa", NOW, 3600, &t),
+                 0);
     cr_assert_eq(auth_verify(v, t, strlen(t), NOW + 10, &c), 0);
     cr_assert_str_eq(c.sub, "9b2f0c1e-0000-4000-8000-000000000001");
     cr_assert_str_eq(c.role, "librarian");
@@ -234,7 +244,8 @@ Test(auth, hs256_sign_and_verify)
     cr_assert_eq(c.exp, NOW + 3600);
     free(t);
 
-    cr_assert_eq(auth_sign_hs256(SECRET, SECRET_LEN, "u", "member", NULL, NULL, NULL, NOW, 60, &t), 0);
+    cr_assert_eq(auth_sign_hs256(SECRET, SECRET_LEN, "u", "member", NULL, NULL, NULL, NOW, 60, &t),
+                 0);
     auth_verifier *plain = hs_verifier(NULL, NULL, 0);
     cr_assert_eq(auth_verify(plain, t, strlen(t), NOW, &c), 0);
     cr_assert_str_eq(c.plan, "");
@@ -248,16 +259,24 @@ Test(auth, hs256_sign_and_verify)
 Test(auth, sign_rejects_bad_arguments)
 {
     char *t = (char *)1;
-    cr_assert_eq(auth_sign_hs256(SECRET, 16, "u", "member", NULL, NULL, NULL, NOW, 60, &t), AUTH_EINVAL);
+    cr_assert_eq(auth_sign_hs256(SECRET, 16, "u", "member", NULL, NULL, NULL, NOW, 60, &t),
+                 AUTH_EINVAL);
     cr_assert_null(t);
-    cr_assert_eq(auth_sign_hs256(SECRET, SECRET_LEN, "u", "root", NULL, NULL, NULL, NOW, 60, &t), AUTH_EINVAL);
-    cr_assert_eq(auth_sign_hs256(SECRET, SECRET_LEN, "u", "member", "gold", NULL, NULL, NOW, 60, &t), AUTH_EINVAL);
-    cr_assert_eq(auth_sign_hs256(SECRET, SECRET_LEN, "", "member", NULL, NULL, NULL, NOW, 60, &t), AUTH_EINVAL);
-    cr_assert_eq(auth_sign_hs256(SECRET, SECRET_LEN, "u", "member", NULL, NULL, NULL, NOW, 0, &t), AUTH_EINVAL);
+    cr_assert_eq(auth_sign_hs256(SECRET, SECRET_LEN, "u", "root", NULL, NULL, NULL, NOW, 60, &t),
+                 AUTH_EINVAL);
+    cr_assert_eq(
+        auth_sign_hs256(SECRET, SECRET_LEN, "u", "member", "gold", NULL, NULL, NOW, 60, &t),
+        AUTH_EINVAL);
+    cr_assert_eq(auth_sign_hs256(SECRET, SECRET_LEN, "", "member", NULL, NULL, NULL, NOW, 60, &t),
+                 AUTH_EINVAL);
+    cr_assert_eq(auth_sign_hs256(SECRET, SECRET_LEN, "u", "member", NULL, NULL, NULL, NOW, 0, &t),
+                 AUTH_EINVAL);
     char longsub[80];
     memset(longsub, 'a', sizeof longsub - 1);
     longsub[sizeof longsub - 1] = '\0';
-    cr_assert_eq(auth_sign_hs256(SECRET, SECRET_LEN, longsub, "member", NULL, NULL, NULL, NOW, 60, &t), AUTH_EINVAL);
+    cr_assert_eq(
+        auth_sign_hs256(SECRET, SECRET_LEN, longsub, "member", NULL, NULL, NULL, NOW, 60, &t),
+        AUTH_EINVAL);
 }
 
 Test(auth, verifier_config_errors)
@@ -284,7 +303,8 @@ Test(auth, verifier_config_errors)
     cr_assert_neq(strstr(err, "/nonexistent/key.pem"), NULL);
     auth_config leeway = {.hs_secret = SECRET, .hs_secret_len = SECRET_LEN, .leeway_s = -1};
     cr_assert_eq(auth_verifier_new(&leeway, &v, err, sizeof err), AUTH_ECONFIG);
-    auth_config hs_with_file = {.hs_secret = SECRET, .hs_secret_len = SECRET_LEN, .jwks_file = "/x"};
+    auth_config hs_with_file = {
+        .hs_secret = SECRET, .hs_secret_len = SECRET_LEN, .jwks_file = "/x"};
     cr_assert_eq(auth_verifier_new(&hs_with_file, &v, err, sizeof err), AUTH_ECONFIG);
 
     /* key type must fit the alg, RSA keys must be >= 2048 bits */
@@ -297,7 +317,10 @@ Test(auth, verifier_config_errors)
     auth_config rs_small = {.alg = "RS256", .public_key_file = write_tmp("small.pem", smallpub)};
     cr_assert_eq(auth_verifier_new(&rs_small, &v, err, sizeof err), AUTH_ECONFIG);
     /* both a PEM and a JWKS */
-    auth_config both = {.alg = "ES256", .public_key_file = rs_ec.public_key_file, .jwks_json = "{}", .jwks_json_len = 2};
+    auth_config both = {.alg = "ES256",
+                        .public_key_file = rs_ec.public_key_file,
+                        .jwks_json = "{}",
+                        .jwks_json_len = 2};
     cr_assert_eq(auth_verifier_new(&both, &v, err, sizeof err), AUTH_ECONFIG);
     /* a JWKS with no key for the alg */
     char *jwks = fmt("{\"keys\":[%s]}", jwk_ec(ec, "e1"));
@@ -305,10 +328,16 @@ Test(auth, verifier_config_errors)
     cr_assert_eq(auth_verifier_new(&rs_jwks_ec, &v, err, sizeof err), AUTH_ECONFIG);
     /* an EC point not on the curve */
     char *bad = fmt("{\"keys\":[{\"kty\":\"EC\",\"crv\":\"P-256\",\"x\":\"%s\",\"y\":\"%s\"}]}",
-                    b64url("0123456789abcdef0123456789abcdef", 32), b64url("0123456789abcdef0123456789abcdef", 32));
+                    b64url("0123456789abcdef0123456789abcdef", 32),
+                    b64url("0123456789abcdef0123456789abcdef", 32));
     auth_config es_bad = {.alg = "ES256", .jwks_json = bad, .jwks_json_len = strlen(bad)};
     cr_assert_eq(auth_verifier_new(&es_bad, &v, err, sizeof err), AUTH_ECONFIG);
-    const char *junk[] = {"", "[]", "{\"keys\":{}}", "{\"keys\":[1]}", "{\"keys\":[]}", "{\"keys\":[{\"kty\":\"EC\",\"crv\":\"P-256\"}]}"};
+    const char *junk[] = {"",
+                          "[]",
+                          "{\"keys\":{}}",
+                          "{\"keys\":[1]}",
+                          "{\"keys\":[]}",
+                          "{\"keys\":[{\"kty\":\"EC\",\"crv\":\"P-256\"}]}"};
     for (size_t i = 0; i < sizeof junk / sizeof junk[0]; i++) {
         auth_config j = {.alg = "ES256", .jwks_json = junk[i], .jwks_json_len = strlen(junk[i])};
         cr_assert_eq(auth_verifier_new(&j, &v, err, sizeof err), AUTH_ECONFIG, "jwks %s", junk[i]);
@@ -348,7 +377,9 @@ Test(auth, hs256_signed_with_rsa_public_pem_rejected_under_rs256)
     EVP_PKEY *k = gen_rsa();
     char *pub = pem(k, 0);
     /* the HTTP layer always passes the node's HS256 key; under RS256 it must not be usable */
-    auth_config cfg = {.alg = "RS256", .public_key_file = write_tmp("rsa.pem", pub), .hs_secret = SECRET,
+    auth_config cfg = {.alg = "RS256",
+                       .public_key_file = write_tmp("rsa.pem", pub),
+                       .hs_secret = SECRET,
                        .hs_secret_len = SECRET_LEN};
     auth_verifier *v = mk(&cfg);
     char *claims = claims_std(NOW + 600);
@@ -452,24 +483,71 @@ Test(auth, nbf)
 Test(auth, issuer)
 {
     auth_verifier *v = hs_verifier("circa", NULL, 0);
-    cr_assert_eq(verify(v, hs_token("{\"sub\":\"u\",\"role\":\"member\",\"exp\":1700000600,\"iss\":\"circa\"}"), NOW), 0);
-    cr_assert_eq(verify(v, hs_token("{\"sub\":\"u\",\"role\":\"member\",\"exp\":1700000600,\"iss\":\"evil\"}"), NOW), AUTH_EISS);
-    cr_assert_eq(verify(v, hs_token("{\"sub\":\"u\",\"role\":\"member\",\"exp\":1700000600,\"iss\":\"circa2\"}"), NOW), AUTH_EISS);
-    cr_assert_eq(verify(v, hs_token("{\"sub\":\"u\",\"role\":\"member\",\"exp\":1700000600}"), NOW), AUTH_EISS);
-    cr_assert_eq(verify(v, hs_token("{\"sub\":\"u\",\"role\":\"member\",\"exp\":1700000600,\"iss\":[\"circa\"]}"), NOW), AUTH_EISS);
+    cr_assert_eq(
+        verify(v,
+               hs_token("{\"sub\":\"u\",\"role\":\"member\",\"exp\":1700000600,\"iss\":\"circa\"}"),
+               NOW),
+        0);
+    cr_assert_eq(
+        verify(v,
+               hs_token("{\"sub\":\"u\",\"role\":\"member\",\"exp\":1700000600,\"iss\":\"evil\"}"),
+               NOW),
+        AUTH_EISS);
+    cr_assert_eq(
+        verify(
+            v,
+            hs_token("{\"sub\":\"u\",\"role\":\"member\",\"exp\":1700000600,\"iss\":\"circa2\"}"),
+            NOW),
+        AUTH_EISS);
+    cr_assert_eq(verify(v, hs_token("{\"sub\":\"u\",\"role\":\"member\",\"exp\":1700000600}"), NOW),
+                 AUTH_EISS);
+    cr_assert_eq(
+        verify(
+            v,
+            hs_token("{\"sub\":\"u\",\"role\":\"member\",\"exp\":1700000600,\"iss\":[\"circa\"]}"),
+            NOW),
+        AUTH_EISS);
     auth_verifier_free(v);
 }
 
 Test(auth, audience)
 {
     auth_verifier *v = hs_verifier(NULL, "circa", 0);
-    cr_assert_eq(verify(v, hs_token("{\"sub\":\"u\",\"role\":\"member\",\"exp\":1700000600,\"aud\":\"circa\"}"), NOW), 0);
-    cr_assert_eq(verify(v, hs_token("{\"sub\":\"u\",\"role\":\"member\",\"exp\":1700000600,\"aud\":\"other\"}"), NOW), AUTH_EAUD);
-    cr_assert_eq(verify(v, hs_token("{\"sub\":\"u\",\"role\":\"member\",\"exp\":1700000600}"), NOW), AUTH_EAUD);
-    cr_assert_eq(verify(v, hs_token("{\"sub\":\"u\",\"role\":\"member\",\"exp\":1700000600,\"aud\":[\"x\",\"circa\"]}"), NOW), 0);
-    cr_assert_eq(verify(v, hs_token("{\"sub\":\"u\",\"role\":\"member\",\"exp\":1700000600,\"aud\":[\"x\",\"y\"]}"), NOW), AUTH_EAUD);
-    cr_assert_eq(verify(v, hs_token("{\"sub\":\"u\",\"role\":\"member\",\"exp\":1700000600,\"aud\":[]}"), NOW), AUTH_EAUD);
-    cr_assert_eq(verify(v, hs_token("{\"sub\":\"u\",\"role\":\"member\",\"exp\":1700000600,\"aud\":[1,\"circa\"]}"), NOW), 0);
+    cr_assert_eq(
+        verify(v,
+               hs_token("{\"sub\":\"u\",\"role\":\"member\",\"exp\":1700000600,\"aud\":\"circa\"}"),
+               NOW),
+        0);
+    cr_assert_eq(
+        verify(v,
+               hs_token("{\"sub\":\"u\",\"role\":\"member\",\"exp\":1700000600,\"aud\":\"other\"}"),
+               NOW),
+        AUTH_EAUD);
+    cr_assert_eq(verify(v, hs_token("{\"sub\":\"u\",\"role\":\"member\",\"exp\":1700000600}"), NOW),
+                 AUTH_EAUD);
+    cr_assert_eq(
+        verify(
+            v,
+            hs_token(
+                "{\"sub\":\"u\",\"role\":\"member\",\"exp\":1700000600,\"aud\":[\"x\",\"circa\"]}"),
+            NOW),
+        0);
+    cr_assert_eq(
+        verify(v,
+               hs_token(
+                   "{\"sub\":\"u\",\"role\":\"member\",\"exp\":1700000600,\"aud\":[\"x\",\"y\"]}"),
+               NOW),
+        AUTH_EAUD);
+    cr_assert_eq(
+        verify(v, hs_token("{\"sub\":\"u\",\"role\":\"member\",\"exp\":1700000600,\"aud\":[]}"),
+               NOW),
+        AUTH_EAUD);
+    cr_assert_eq(
+        verify(v,
+               hs_token(
+                   "{\"sub\":\"u\",\"role\":\"member\",\"exp\":1700000600,\"aud\":[1,\"circa\"]}"),
+               NOW),
+        0);
     auth_verifier_free(v);
 }
 
@@ -479,24 +557,33 @@ Test(auth, required_claims)
 {
     auth_verifier *v = hs_verifier(NULL, NULL, 0);
     const char *bad[] = {
-        "{\"sub\":\"u\",\"role\":\"member\"}",                          /* no exp */
-        "{\"sub\":\"u\",\"role\":\"member\",\"exp\":\"1700000600\"}",   /* exp not a number */
-        "{\"role\":\"member\",\"exp\":1700000600}",                      /* no sub */
-        "{\"sub\":\"\",\"role\":\"member\",\"exp\":1700000600}",         /* empty sub */
-        "{\"sub\":42,\"role\":\"member\",\"exp\":1700000600}",           /* sub not a string */
-        "{\"sub\":\"u\",\"exp\":1700000600}",                            /* no role */
-        "{\"sub\":\"u\",\"role\":null,\"exp\":1700000600}",              /* role not a string */
-        "{\"sub\":\"u\",\"role\":\"superuser\",\"exp\":1700000600}",     /* unknown role */
+        "{\"sub\":\"u\",\"role\":\"member\"}",                        /* no exp */
+        "{\"sub\":\"u\",\"role\":\"member\",\"exp\":\"1700000600\"}", /* exp not a number */
+        "{\"role\":\"member\",\"exp\":1700000600}",                   /* no sub */
+        "{\"sub\":\"\",\"role\":\"member\",\"exp\":1700000600}",      /* empty sub */
+        "{\"sub\":42,\"role\":\"member\",\"exp\":1700000600}",        /* sub not a string */
+        "{\"sub\":\"u\",\"exp\":1700000600}",                         /* no role */
+        "{\"sub\":\"u\",\"role\":null,\"exp\":1700000600}",           /* role not a string */
+        "{\"sub\":\"u\",\"role\":\"superuser\",\"exp\":1700000600}",  /* unknown role */
         "{\"sub\":\"u\",\"role\":\"member\",\"plan\":\"gold\",\"exp\":1700000600}",
-        "{\"sub\":\"0123456789012345678901234567890123456789012345678901234567890123\",\"role\":\"member\",\"exp\":1700000600}",
+        "{\"sub\":\"0123456789012345678901234567890123456789012345678901234567890123\",\"role\":"
+        "\"member\",\"exp\":1700000600}",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         cr_assert_eq(verify(v, hs_raw(bad[i]), NOW), AUTH_ECLAIM, "claims %s", bad[i]);
     /* embedded NUL and duplicate claims are refused by the JSON parser */
-    cr_assert_eq(verify(v, hs_raw("{\"sub\":\"u\\u0000x\",\"role\":\"member\",\"exp\":1700000600}"), NOW), AUTH_EINVAL);
-    cr_assert_eq(verify(v, hs_raw("{\"sub\":\"u\",\"role\":\"member\",\"role\":\"admin\",\"exp\":1700000600}"), NOW), AUTH_EINVAL);
+    cr_assert_eq(
+        verify(v, hs_raw("{\"sub\":\"u\\u0000x\",\"role\":\"member\",\"exp\":1700000600}"), NOW),
+        AUTH_EINVAL);
+    cr_assert_eq(
+        verify(v,
+               hs_raw("{\"sub\":\"u\",\"role\":\"member\",\"role\":\"admin\",\"exp\":1700000600}"),
+               NOW),
+        AUTH_EINVAL);
     auth_claims c;
-    char *ok = hs_token("{\"sub\":\"012345678901234567890123456789012345678901234567890123456789012\",\"role\":\"service\",\"exp\":1700000600}");
+    char *ok =
+        hs_token("{\"sub\":\"012345678901234567890123456789012345678901234567890123456789012\","
+                 "\"role\":\"service\",\"exp\":1700000600}");
     cr_assert_eq(auth_verify(v, ok, strlen(ok), NOW, &c), 0);
     cr_assert_eq(strlen(c.sub), 63);
     cr_assert_str_eq(c.role, "service");
@@ -519,19 +606,29 @@ Test(auth, oversized_and_garbage)
     char *filler = keep(malloc(AUTH_TOKEN_MAX));
     memset(filler, 'x', AUTH_TOKEN_MAX - 1);
     filler[AUTH_TOKEN_MAX - 1] = '\0';
-    char *huge = hs_token(fmt("{\"sub\":\"u\",\"role\":\"member\",\"exp\":1700000600,\"x\":\"%s\"}", filler));
+    char *huge = hs_token(
+        fmt("{\"sub\":\"u\",\"role\":\"member\",\"exp\":1700000600,\"x\":\"%s\"}", filler));
     cr_assert_eq(verify(v, huge, NOW), AUTH_ETOOBIG);
 
     char *good = hs_token(claims_std(NOW + 600));
     char *d1 = strchr(good, '.');
     char *hdr = keep(strndup(good, (size_t)(d1 - good)));
     const char *garbage[] = {
-        "", ".", "..", "...", "a", "a.b", "a.b.c.d", "!!!.b.c", "a b.c.d", "eyJ.eyJ.c2ln",
-        "e.e.e",                       /* 1 mod 4 length */
-        "eyJhbGciOiJIUzI1NiJ9..c2ln",  /* empty payload */
-        ".eyJzdWIiOiJ1In0.c2ln",       /* empty header */
-        "W10.e30.c2ln",                /* header [] */
-        "bnVsbA.e30.c2ln",             /* header null */
+        "",
+        ".",
+        "..",
+        "...",
+        "a",
+        "a.b",
+        "a.b.c.d",
+        "!!!.b.c",
+        "a b.c.d",
+        "eyJ.eyJ.c2ln",
+        "e.e.e",                          /* 1 mod 4 length */
+        "eyJhbGciOiJIUzI1NiJ9..c2ln",     /* empty payload */
+        ".eyJzdWIiOiJ1In0.c2ln",          /* empty header */
+        "W10.e30.c2ln",                   /* header [] */
+        "bnVsbA.e30.c2ln",                /* header null */
         "eyJhbGciOiJIUzI1NiJ9=.e30.c2ln", /* padding */
     };
     for (size_t i = 0; i < sizeof garbage / sizeof garbage[0]; i++)
@@ -543,8 +640,10 @@ Test(auth, oversized_and_garbage)
         cr_assert_eq(verify(v, t, NOW), AUTH_EINVAL, "payload %s", payloads[i]);
     }
     /* typ other than JWT and crit are refused */
-    cr_assert_eq(verify(v, tok3("{\"alg\":\"HS256\",\"typ\":\"at+jwt\"}", "{}", "c2ln"), NOW), AUTH_EINVAL);
-    cr_assert_eq(verify(v, tok3("{\"alg\":\"HS256\",\"crit\":[\"exp\"]}", "{}", "c2ln"), NOW), AUTH_EINVAL);
+    cr_assert_eq(verify(v, tok3("{\"alg\":\"HS256\",\"typ\":\"at+jwt\"}", "{}", "c2ln"), NOW),
+                 AUTH_EINVAL);
+    cr_assert_eq(verify(v, tok3("{\"alg\":\"HS256\",\"crit\":[\"exp\"]}", "{}", "c2ln"), NOW),
+                 AUTH_EINVAL);
     /* empty signature with a valid alg */
     char *nosig = keep(strndup(good, (size_t)(strrchr(good, '.') - good + 1)));
     cr_assert_eq(verify(v, nosig, NOW), AUTH_ESIG);
@@ -566,11 +665,15 @@ Test(auth, rs256_jwks_kid)
 {
     EVP_PKEY *k1 = gen_rsa(), *k2 = gen_rsa();
     EVP_PKEY *ec = gen_ec();
-    char *jwks = fmt("{\"keys\":[%s,%s,%s,{\"kty\":\"oct\",\"k\":\"c2VjcmV0\"}]}", jwk_rsa(k1, "one"), jwk_rsa(k2, "two"),
-                     jwk_ec(ec, "ec"));
-    auth_config cfg = {.alg = "RS256", .jwks_file = write_tmp("jwks.json", jwks), .issuer = "idp", .audience = "circa"};
+    char *jwks = fmt("{\"keys\":[%s,%s,%s,{\"kty\":\"oct\",\"k\":\"c2VjcmV0\"}]}",
+                     jwk_rsa(k1, "one"), jwk_rsa(k2, "two"), jwk_ec(ec, "ec"));
+    auth_config cfg = {.alg = "RS256",
+                       .jwks_file = write_tmp("jwks.json", jwks),
+                       .issuer = "idp",
+                       .audience = "circa"};
     auth_verifier *v = mk(&cfg);
-    char *claims = "{\"sub\":\"u-7\",\"role\":\"admin\",\"exp\":1700000600,\"iss\":\"idp\",\"aud\":\"circa\"}";
+    char *claims =
+        "{\"sub\":\"u-7\",\"role\":\"admin\",\"exp\":1700000600,\"iss\":\"idp\",\"aud\":\"circa\"}";
     char *p1 = pem(k1, 1), *p2 = pem(k2, 1);
     auth_claims c;
 
@@ -619,11 +722,14 @@ Test(auth, es256_pem)
     char *t = libjwt_sign(JWT_ALG_ES256, priv, strlen(priv), NULL, claims);
     cr_assert_eq(auth_verify(v, t, strlen(t), NOW, &c), 0);
     cr_assert_str_eq(c.plan, "premium");
-    cr_assert_eq(verify(v, libjwt_sign(JWT_ALG_ES256, opriv, strlen(opriv), NULL, claims), NOW), AUTH_ESIG);
+    cr_assert_eq(verify(v, libjwt_sign(JWT_ALG_ES256, opriv, strlen(opriv), NULL, claims), NOW),
+                 AUTH_ESIG);
     /* ES384 header, HS256 with the PEM as secret */
-    cr_assert_eq(verify(v, libjwt_sign(JWT_ALG_ES384, priv, strlen(priv), NULL, claims), NOW), AUTH_EALG);
+    cr_assert_eq(verify(v, libjwt_sign(JWT_ALG_ES384, priv, strlen(priv), NULL, claims), NOW),
+                 AUTH_EALG);
     char *pub = pem(k, 0);
-    cr_assert_eq(verify(v, libjwt_sign(JWT_ALG_HS256, pub, strlen(pub), NULL, claims), NOW), AUTH_EALG);
+    cr_assert_eq(verify(v, libjwt_sign(JWT_ALG_HS256, pub, strlen(pub), NULL, claims), NOW),
+                 AUTH_EALG);
     /* a signature of the wrong length */
     char *d2 = strrchr(t, '.');
     char *shortsig = fmt("%.*s.%s", (int)(d2 - t), t, "AAAA");
@@ -643,8 +749,10 @@ Test(auth, es256_jwks)
     char *claims = claims_std(NOW + 600);
     cr_assert_eq(verify(v, libjwt_sign(JWT_ALG_ES256, p1, strlen(p1), "a", claims), NOW), 0);
     cr_assert_eq(verify(v, libjwt_sign(JWT_ALG_ES256, p2, strlen(p2), "b", claims), NOW), 0);
-    cr_assert_eq(verify(v, libjwt_sign(JWT_ALG_ES256, p2, strlen(p2), "a", claims), NOW), AUTH_ESIG);
-    cr_assert_eq(verify(v, libjwt_sign(JWT_ALG_ES256, p2, strlen(p2), "c", claims), NOW), AUTH_EKID);
+    cr_assert_eq(verify(v, libjwt_sign(JWT_ALG_ES256, p2, strlen(p2), "a", claims), NOW),
+                 AUTH_ESIG);
+    cr_assert_eq(verify(v, libjwt_sign(JWT_ALG_ES256, p2, strlen(p2), "c", claims), NOW),
+                 AUTH_EKID);
     auth_verifier_free(v);
     EVP_PKEY_free(k1);
     EVP_PKEY_free(k2);
@@ -658,7 +766,8 @@ Test(auth, cache_hit_and_expiry)
     auth_cache *c = auth_cache_new(64);
     cr_assert_not_null(c);
     /* nbf lets us tell a cache hit from a fresh verification: only a hit ignores it */
-    char *t = hs_token("{\"sub\":\"u-1\",\"role\":\"member\",\"plan\":\"standard\",\"exp\":1700000600,\"nbf\":1700000100}");
+    char *t = hs_token("{\"sub\":\"u-1\",\"role\":\"member\",\"plan\":\"standard\",\"exp\":"
+                       "1700000600,\"nbf\":1700000100}");
     auth_claims a, b;
     cr_assert_eq(auth_verify_cached(v, c, t, strlen(t), NOW + 100, &a), 0);
     cr_assert_eq(verify(v, t, NOW), AUTH_ENOTYET);
@@ -680,7 +789,8 @@ Test(auth, cache_hit_and_expiry)
     cr_assert_str_eq(b.sub, "");
     cr_assert_eq(auth_verify_cached(v, c, t, strlen(t), NOW + 605, &b), AUTH_EEXPIRED);
     /* failures are not cached */
-    char *bad = libjwt_sign(JWT_ALG_HS256, "another-secret-another-secret-xx", 32, NULL, claims_std(NOW + 600));
+    char *bad = libjwt_sign(JWT_ALG_HS256, "another-secret-another-secret-xx", 32, NULL,
+                            claims_std(NOW + 600));
     cr_assert_eq(auth_verify_cached(v, c, bad, strlen(bad), NOW, &b), AUTH_ESIG);
     cr_assert_eq(auth_verify_cached(v, c, bad, strlen(bad), NOW, &b), AUTH_ESIG);
     auth_verifier_free(v2);
@@ -754,7 +864,8 @@ Test(auth, api_keys)
     cr_assert_eq(auth_apikey_new(k2, h2), 0);
     cr_assert_eq(strlen(k1), AUTH_APIKEY_LEN);
     cr_assert_eq(strncmp(k1, "ck_", 3), 0);
-    cr_assert_eq(strspn(k1 + 3, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"), 43);
+    cr_assert_eq(strspn(k1 + 3, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"),
+                 43);
     cr_assert_str_neq(k1, k2);
     auth_apikey_hash(k1, strlen(k1), check);
     cr_assert_eq(memcmp(check, h1, 32), 0);
@@ -774,11 +885,14 @@ Test(auth, grants)
     cr_assert_str_eq(sig, "81aa8159f6b11f3a7299d2d3c77107434155324a8be2254c26812c2e5098a20f");
     cr_assert_eq(auth_grant_verify(key, kl, "res-1", "user-1", 1700000300, sig, NOW), 1);
     cr_assert_eq(auth_grant_verify(key, kl, "res-1", "user-1", 1700000300, sig, 1700000299), 1);
-    cr_assert_eq(auth_grant_verify(key, kl, "res-1", "user-1", 1700000300, sig, 1700000300), 0, "expired");
+    cr_assert_eq(auth_grant_verify(key, kl, "res-1", "user-1", 1700000300, sig, 1700000300), 0,
+                 "expired");
     cr_assert_eq(auth_grant_verify(key, kl, "res-2", "user-1", 1700000300, sig, NOW), 0);
     cr_assert_eq(auth_grant_verify(key, kl, "res-1", "user-2", 1700000300, sig, NOW), 0);
-    cr_assert_eq(auth_grant_verify(key, kl, "res-1", "user-1", 1700000301, sig, NOW), 0, "extended exp");
-    cr_assert_eq(auth_grant_verify(key, kl - 1, "res-1", "user-1", 1700000300, sig, NOW), 0, "other key");
+    cr_assert_eq(auth_grant_verify(key, kl, "res-1", "user-1", 1700000301, sig, NOW), 0,
+                 "extended exp");
+    cr_assert_eq(auth_grant_verify(key, kl - 1, "res-1", "user-1", 1700000300, sig, NOW), 0,
+                 "other key");
     /* field boundaries are part of the MAC */
     cr_assert_eq(auth_grant_verify(key, kl, "res-1\nuser-1", "", 1700000300, sig, NOW), 0);
     char upper[65];

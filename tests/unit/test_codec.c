@@ -14,7 +14,10 @@
 
 /* ---- building and comparing commands ---- */
 
-static core_str S(const char *s) { return (core_str){s, (uint32_t)strlen(s)}; }
+static core_str S(const char *s)
+{
+    return (core_str){s, (uint32_t)strlen(s)};
+}
 
 static void fill_uuid(core_uuid *u, uint8_t seed)
 {
@@ -47,7 +50,10 @@ static void sample_cmd(cmd *c, int type, int with_idem)
         fill_bytes(c->u.bootstrap.key, 32, 9);
         break;
     case CMD_POLICY:
-        c->u.policy = (core_policy){.loan_days = 14, .max_renewals = 3, .max_loans = 7, .max_loans_premium = 30,
+        c->u.policy = (core_policy){.loan_days = 14,
+                                    .max_renewals = 3,
+                                    .max_loans = 7,
+                                    .max_loans_premium = 30,
                                     .pickup_days = 5};
         break;
     case CMD_TICK:
@@ -205,10 +211,10 @@ static core_buf encode_ok(const cmd *c)
 
 /* offsets in the common header */
 #define OFF_VERSION 0
-#define OFF_TYPE 1
-#define OFF_ROLE 26
+#define OFF_TYPE    1
+#define OFF_ROLE    26
 #define OFF_IDEMLEN 27
-#define HDR_NOIDEM 28 /* payload starts here without an idempotency key */
+#define HDR_NOIDEM  28 /* payload starts here without an idempotency key */
 
 /* ---- round trips ---- */
 
@@ -327,11 +333,13 @@ Test(codec, rejects_every_truncation_and_trailing_bytes)
             sample_cmd(&c, type, idem);
             core_buf b = encode_ok(&c);
             for (size_t n = 0; n < b.len; n++)
-                cr_assert_neq(cmd_decode(b.p, n, &d), 0, "type %d idem %d truncated to %zu of %zu accepted",
-                              type, idem, n, b.len);
+                cr_assert_neq(cmd_decode(b.p, n, &d), 0,
+                              "type %d idem %d truncated to %zu of %zu accepted", type, idem, n,
+                              b.len);
             uint8_t zero = 0;
             cr_assert_eq(core_buf_put(&b, &zero, 1), 0);
-            cr_assert_neq(cmd_decode(b.p, b.len, &d), 0, "type %d with a trailing byte accepted", type);
+            cr_assert_neq(cmd_decode(b.p, b.len, &d), 0, "type %d with a trailing byte accepted",
+                          type);
             b.len--;
             cr_assert_eq(cmd_decode(b.p, b.len, &d), 0);
             core_buf_free(&b);
@@ -366,9 +374,9 @@ Test(codec, rejects_strings_over_their_limit)
         int type;
         size_t max;
     } cases[] = {
-        {CMD_USER_CREATE, 4 * CORE_MAX_EMAIL}, {CMD_USER_CREATE, 4 * CORE_MAX_NAME},
-        {CMD_USER_UPDATE, 4 * CORE_MAX_NAME},  {CMD_RES_PUT, 4 * CORE_MAX_TITLE},
-        {CMD_RES_PUT, 4 * CORE_MAX_AUTHOR},    {CMD_RES_PUT, 4 * CORE_MAX_TAG},
+        {CMD_USER_CREATE, 4 * CORE_MAX_EMAIL},     {CMD_USER_CREATE, 4 * CORE_MAX_NAME},
+        {CMD_USER_UPDATE, 4 * CORE_MAX_NAME},      {CMD_RES_PUT, 4 * CORE_MAX_TITLE},
+        {CMD_RES_PUT, 4 * CORE_MAX_AUTHOR},        {CMD_RES_PUT, 4 * CORE_MAX_TAG},
         {CMD_APIKEY_CREATE, 4 * CORE_MAX_KEYNAME},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
@@ -376,13 +384,27 @@ Test(codec, rejects_strings_over_their_limit)
             core_str s = {big, (uint32_t)len};
             sample_cmd(&c, cases[i].type, 0);
             switch (i) {
-            case 0: c.u.user_create.email = s; break;
-            case 1: c.u.user_create.name = s; break;
-            case 2: c.u.user_update.name = s; break;
-            case 3: c.u.res_put.title = s; break;
-            case 4: c.u.res_put.authors[1] = s; break;
-            case 5: c.u.res_put.tags[1] = s; break;
-            case 6: c.u.apikey.name = s; break;
+            case 0:
+                c.u.user_create.email = s;
+                break;
+            case 1:
+                c.u.user_create.name = s;
+                break;
+            case 2:
+                c.u.user_update.name = s;
+                break;
+            case 3:
+                c.u.res_put.title = s;
+                break;
+            case 4:
+                c.u.res_put.authors[1] = s;
+                break;
+            case 5:
+                c.u.res_put.tags[1] = s;
+                break;
+            case 6:
+                c.u.apikey.name = s;
+                break;
             }
             char what[64];
             snprintf(what, sizeof what, "case %zu len %zu", i, len);
@@ -415,15 +437,34 @@ Test(codec, rejects_nul_inside_strings)
     core_str s = {nul, 7};
     cmd c;
     for (int i = 0; i < 7; i++) {
-        sample_cmd(&c, i < 2 ? CMD_USER_CREATE : i == 2 ? CMD_USER_UPDATE : i < 6 ? CMD_RES_PUT : CMD_APIKEY_CREATE, 0);
+        sample_cmd(&c,
+                   i < 2    ? CMD_USER_CREATE
+                   : i == 2 ? CMD_USER_UPDATE
+                   : i < 6  ? CMD_RES_PUT
+                            : CMD_APIKEY_CREATE,
+                   0);
         switch (i) {
-        case 0: c.u.user_create.email = s; break;
-        case 1: c.u.user_create.name = s; break;
-        case 2: c.u.user_update.name = s; break;
-        case 3: c.u.res_put.title = s; break;
-        case 4: c.u.res_put.authors[2] = s; break;
-        case 5: c.u.res_put.tags[0] = s; break;
-        case 6: c.u.apikey.name = s; break;
+        case 0:
+            c.u.user_create.email = s;
+            break;
+        case 1:
+            c.u.user_create.name = s;
+            break;
+        case 2:
+            c.u.user_update.name = s;
+            break;
+        case 3:
+            c.u.res_put.title = s;
+            break;
+        case 4:
+            c.u.res_put.authors[2] = s;
+            break;
+        case 5:
+            c.u.res_put.tags[0] = s;
+            break;
+        case 6:
+            c.u.apikey.name = s;
+            break;
         }
         char what[32];
         snprintf(what, sizeof what, "NUL case %d", i);
@@ -512,7 +553,7 @@ Test(codec, rejects_too_many_authors_or_tags)
     size_t off = HDR_NOIDEM + 16 + 3 + 4 + 2 + c.u.res_put.title.len;
     cr_assert_eq(b.p[off], CORE_MAX_LIST);
     b.p[off] = CORE_MAX_LIST + 1;
-    b.len--; /* drop n_tags = 0 ... */
+    b.len--;                           /* drop n_tags = 0 ... */
     uint8_t extra[4] = {0, 1, 'a', 0}; /* ... add a 51st author and n_tags = 0 */
     cr_assert_eq(core_buf_put(&b, extra, 4), 0);
     cr_assert_neq(cmd_decode(b.p, b.len, &d), 0, "51 authors accepted");
@@ -577,7 +618,8 @@ Test(codec, rejects_oversize)
     b = encode_ok(&c);
     size_t valid = b.len;
     while (b.len <= CMD_MAX_SIZE)
-        cr_assert_eq(core_buf_put(&b, t, CMD_MAX_SIZE + 1 - b.len < n ? CMD_MAX_SIZE + 1 - b.len : n), 0);
+        cr_assert_eq(
+            core_buf_put(&b, t, CMD_MAX_SIZE + 1 - b.len < n ? CMD_MAX_SIZE + 1 - b.len : n), 0);
     cr_assert_eq(b.len, CMD_MAX_SIZE + 1);
     cr_assert_neq(cmd_decode(b.p, b.len, &d), 0);
     cr_assert_eq(cmd_decode(b.p, valid, &d), 0);
@@ -627,8 +669,8 @@ Test(uuid, rejects_bad_input)
         "0190f3a2-7b4c-7def-8123-456789abcdef0", /* 37 */
         "0190f3a2x7b4c-7def-8123-456789abcdef",  /* bad dash */
         "0190f3a2-7b4c-7def-8123x456789abcdef",
-        "0190f3a27-b4c-7def-8123-456789abcdef",  /* dash moved */
-        "0190f3g2-7b4c-7def-8123-456789abcdef",  /* not hex */
+        "0190f3a27-b4c-7def-8123-456789abcdef", /* dash moved */
+        "0190f3g2-7b4c-7def-8123-456789abcdef", /* not hex */
         "0190f3a2-7b4c-7def-8123-456789abcde ",
         "{190f3a2-7b4c-7def-8123-456789abcdef",
         "0190f3a2-7b4c-7def-8123-456789abcdeG",
@@ -702,8 +744,8 @@ Test(time, fmt_time_always_terminates)
         char out[21];
         memset(out, 'X', sizeof out);
         core_fmt_time(extremes[i], out);
-        cr_assert_not_null(memchr(out, '\0', sizeof out), "core_fmt_time(%lld) is not NUL-terminated",
-                           (long long)extremes[i]);
+        cr_assert_not_null(memchr(out, '\0', sizeof out),
+                           "core_fmt_time(%lld) is not NUL-terminated", (long long)extremes[i]);
     }
 }
 
@@ -721,7 +763,8 @@ Test(problem, valid_json_with_type_and_field)
     cr_assert_str_eq(json_string_value(json_object_get(j, "type")), "/problems/no-copy-available");
     cr_assert_eq(json_integer_value(json_object_get(j, "status")), 409);
     cr_assert_str_eq(json_string_value(json_object_get(j, "title")), "Conflict");
-    cr_assert_str_eq(json_string_value(json_object_get(j, "detail")), "every copy \"is\" out\n\\ now");
+    cr_assert_str_eq(json_string_value(json_object_get(j, "detail")),
+                     "every copy \"is\" out\n\\ now");
     cr_assert_null(json_object_get(j, "field"));
     json_decref(j);
     free(p);

@@ -87,17 +87,20 @@ Test(config, full_file_with_nested_objects)
 {
     core_config c;
     char err[256];
-    int rc = load(&c,
-                  "{\"listen\":\"0.0.0.0:9090\",\"data\":\"/var/lib/circa\",\"threads\":3,\"map_size_mb\":64,"
-                  "\"fsync\":false,\"log_level\":\"debug\","
-                  "\"jwt\":{\"alg\":\"RS256\",\"public_key_file\":\"/k.pem\",\"jwks_file\":null,\"issuer\":\"iss\","
-                  "\"audience\":\"aud\",\"leeway_s\":5,\"ttl_s\":60},"
-                  "\"policy\":{\"loan_days\":7,\"max_renewals\":1,\"max_loans\":4,\"max_loans_premium\":8,"
-                  "\"pickup_days\":2},"
-                  "\"limits\":{\"max_body_bytes\":2048,\"max_header_bytes\":4096,\"max_json_depth\":8,"
-                  "\"rate_per_s\":2.5,\"rate_burst\":10},"
-                  "\"password_iterations\":1000,\"grant_ttl_s\":60,\"content_base_url\":\"https://c.example\"}",
-                  err, sizeof err);
+    int rc = load(
+        &c,
+        "{\"listen\":\"0.0.0.0:9090\",\"data\":\"/var/lib/circa\",\"threads\":3,\"map_size_mb\":64,"
+        "\"fsync\":false,\"log_level\":\"debug\","
+        "\"jwt\":{\"alg\":\"RS256\",\"public_key_file\":\"/"
+        "k.pem\",\"jwks_file\":null,\"issuer\":\"iss\","
+        "\"audience\":\"aud\",\"leeway_s\":5,\"ttl_s\":60},"
+        "\"policy\":{\"loan_days\":7,\"max_renewals\":1,\"max_loans\":4,\"max_loans_premium\":8,"
+        "\"pickup_days\":2},"
+        "\"limits\":{\"max_body_bytes\":2048,\"max_header_bytes\":4096,\"max_json_depth\":8,"
+        "\"rate_per_s\":2.5,\"rate_burst\":10},"
+        "\"password_iterations\":1000,\"grant_ttl_s\":60,\"content_base_url\":\"https://"
+        "c.example\"}",
+        err, sizeof err);
     cr_assert_eq(rc, 0, "%s", err);
     cr_assert_str_eq(c.listen, "0.0.0.0:9090");
     cr_assert_str_eq(c.data, "/var/lib/circa");
@@ -177,8 +180,8 @@ Test(config, wrong_types_are_named)
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         cr_assert_neq(load(&c, cases[i].text, err, sizeof err), 0, "accepted %s", cases[i].text);
-        cr_assert_not_null(strstr(err, cases[i].name), "error for %s does not name %s: %s", cases[i].text,
-                           cases[i].name, err);
+        cr_assert_not_null(strstr(err, cases[i].name), "error for %s does not name %s: %s",
+                           cases[i].text, cases[i].name, err);
     }
     /* the nested sections must be objects */
     cr_assert_neq(load(&c, "{\"policy\":5}", err, sizeof err), 0);
@@ -195,7 +198,8 @@ Test(config, malformed_or_missing_file)
     cr_assert_gt(strlen(err), 0);
     cr_assert_neq(load(&c, "[1,2]", err, sizeof err), 0);
     cr_assert_not_null(strstr(err, "object"), "%s", err);
-    cr_assert_neq(load(&c, "{\"threads\":1,\"threads\":2}", err, sizeof err), 0, "duplicate keys accepted");
+    cr_assert_neq(load(&c, "{\"threads\":1,\"threads\":2}", err, sizeof err), 0,
+                  "duplicate keys accepted");
     core_config_default(&c);
     err[0] = '\0';
     cr_assert_neq(core_config_load_file(&c, "/nonexistent/circa.json", err, sizeof err), 0);
@@ -237,7 +241,8 @@ Test(config, env_overrides)
         int before = c.threads;
         setenv("CIRCA_THREADS", bad[i], 1);
         err[0] = '\0';
-        cr_assert_neq(core_config_load_env(&c, err, sizeof err), 0, "CIRCA_THREADS=%s accepted", bad[i]);
+        cr_assert_neq(core_config_load_env(&c, err, sizeof err), 0, "CIRCA_THREADS=%s accepted",
+                      bad[i]);
         cr_assert_not_null(strstr(err, "CIRCA_THREADS"), "%s", err);
         cr_assert_eq(c.threads, before);
     }
@@ -283,8 +288,10 @@ Test(config, check_failures)
     core_config c;
     char err[256];
     cr_assert_eq(load(&c,
-                      "{\"threads\":256,\"map_size_mb\":16,\"policy\":{\"loan_days\":3650,\"pickup_days\":365},"
-                      "\"limits\":{\"max_json_depth\":64,\"max_body_bytes\":1024},\"password_iterations\":1000,"
+                      "{\"threads\":256,\"map_size_mb\":16,\"policy\":{\"loan_days\":3650,\"pickup_"
+                      "days\":365},"
+                      "\"limits\":{\"max_json_depth\":64,\"max_body_bytes\":1024},\"password_"
+                      "iterations\":1000,"
                       "\"jwt\":{\"alg\":\"ES256\",\"jwks_file\":\"/j.json\"}}",
                       err, sizeof err),
                  0, "%s", err);

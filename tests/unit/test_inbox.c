@@ -72,7 +72,7 @@ Test(inbox, single_thread_fifo)
     core_inbox_free(NULL);
 }
 
-#define PRODUCERS 4
+#define PRODUCERS    4
 #define PER_PRODUCER 100000
 
 typedef struct prod_arg {
@@ -172,9 +172,12 @@ Test(inbox, four_producers_one_consumer, .timeout = 60)
 /* ---- the writer actor ---- */
 
 static char g_dir[64];
-static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw) { return remove(p); }
+static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    return remove(p);
+}
 
-#define SUBMITTERS 2
+#define SUBMITTERS    2
 #define PER_SUBMITTER 5000
 
 typedef struct sub_arg {
@@ -237,7 +240,8 @@ static void *submitter(void *arg)
         }
     }
     if (a->received < PER_SUBMITTER) {
-        fprintf(stderr, "submitter %d: %d of %d replies, idle %d\n", a->id, a->received, PER_SUBMITTER, idle);
+        fprintf(stderr, "submitter %d: %d of %d replies, idle %d\n", a->id, a->received,
+                PER_SUBMITTER, idle);
         return NULL; /* the writer may still hold the requests: leak them rather than free */
     }
     free(reqs);
@@ -279,8 +283,10 @@ Test(writer, many_proposers_every_reply_once, .timeout = 120)
     uint64_t *all = calloc(SUBMITTERS * PER_SUBMITTER, sizeof *all);
     size_t n = 0;
     for (int i = 0; i < SUBMITTERS; i++) {
-        cr_assert_eq(args[i].received, PER_SUBMITTER, "submitter %d got %d replies", i, args[i].received);
-        cr_assert_eq(args[i].bad_status, 0, "submitter %d: %d replies without a status", i, args[i].bad_status);
+        cr_assert_eq(args[i].received, PER_SUBMITTER, "submitter %d got %d replies", i,
+                     args[i].received);
+        cr_assert_eq(args[i].bad_status, 0, "submitter %d: %d replies without a status", i,
+                     args[i].bad_status);
         cr_assert_eq(args[i].bad_order, 0, "submitter %d: indexes not increasing", i);
         memcpy(all + n, args[i].indexes, PER_SUBMITTER * sizeof *all);
         n += PER_SUBMITTER;

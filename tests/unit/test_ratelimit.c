@@ -1,5 +1,6 @@
-/* Unit tests for net/ratelimit.c: burst and retry-after, refill over simulated time, key independence,
- * reset, disabled mode, bounded table under many keys, and the global bound under concurrent use. */
+/* Unit tests for net/ratelimit.c: burst and retry-after, refill over simulated time, key
+ * independence, reset, disabled mode, bounded table under many keys, and the global bound under
+ * concurrent use. */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
@@ -14,7 +15,7 @@
 #include "net/ratelimit.h"
 
 #define SEC 1000000000LL
-#define T0 (1000 * SEC)
+#define T0  (1000 * SEC)
 
 static int take(rl *r, const char *key, int64_t now, int *retry)
 {
@@ -205,7 +206,8 @@ Test(ratelimit, concurrent_use_stays_within_bound)
         pthread_join(th[i], NULL);
     double elapsed = (double)(mono_ns() - start) / 1e9;
     double bound = burst + rate * elapsed;
-    cr_assert_leq((double)atomic_load(&shared), bound, "shared: %ld > %.1f", atomic_load(&shared), bound);
+    cr_assert_leq((double)atomic_load(&shared), bound, "shared: %ld > %.1f", atomic_load(&shared),
+                  bound);
     cr_assert_geq(atomic_load(&shared), (long)burst, "the limiter let the burst through");
     for (int i = 0; i < 8; i++) {
         cr_assert_leq((double)atomic_load(&own[i]), bound, "own[%d]: %ld", i, atomic_load(&own[i]));

@@ -18,7 +18,10 @@
 
 static char g_dir[64], g_dir2[80];
 
-static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw) { return remove(p); }
+static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    return remove(p);
+}
 
 static void setup(void)
 {
@@ -176,7 +179,8 @@ Test(store, backup_is_a_working_copy)
     cr_assert_eq(store_begin(cp, 0, &t), 0);
     for (int i = 0; i < 1000; i++) {
         snprintf(key, sizeof key, "k%05d", i);
-        cr_assert_eq(store_get(&t, DB_LOANS, key, strlen(key), &v), 0, "%s missing in the copy", key);
+        cr_assert_eq(store_get(&t, DB_LOANS, key, strlen(key), &v), 0, "%s missing in the copy",
+                     key);
         cr_assert_eq(v.mv_size, strlen(key));
         cr_assert(memcmp(v.mv_data, key, v.mv_size) == 0);
     }
