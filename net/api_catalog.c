@@ -124,29 +124,22 @@ static int res_write(req_ctx *c, const core_uuid *path_id)
                       &cm.u.res_put.n_authors) < 0 ||
         body_str_list(c, o, "tags", CORE_MAX_LIST, CORE_MAX_TAG, cm.u.res_put.tags,
                       &cm.u.res_put.n_tags) < 0)
-        goto out;
+        return -1;
     if (path_id) {
         cm.u.res_put.id = *path_id;
         cm.u.res_put.mode = RES_UPSERT;
     } else {
         rc = body_uuid(c, o, "id", 0, &cm.u.res_put.id);
         if (rc < 0)
-            goto out;
-        if (rc == 1 && core_uuid_v7(&cm.u.res_put.id, core_now_ms())) {
-            reply_problem(c, 500, "internal", "could not make an id", NULL);
-            goto out;
-        }
+            return -1;
+        if (rc == 1 && core_uuid_v7(&cm.u.res_put.id, core_now_ms()))
+            return reply_problem(c, 500, "internal", "could not make an id", NULL);
         cm.u.res_put.mode = RES_CREATE;
     }
     cm.u.res_put.type = (uint8_t)type;
     cm.u.res_put.copies = (uint32_t)copies;
     cm.u.res_put.premium = (uint8_t)premium;
-    rc = propose(c, &cm);
-    json_decref(o);
-    return rc;
-out:
-    json_decref(o);
-    return -1;
+    return propose(c, &cm);
 }
 
 int h_res_create(req_ctx *c, const core_uuid *unused)

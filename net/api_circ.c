@@ -23,23 +23,14 @@ static int place(req_ctx *c, int type)
         return -1;
     if (body_uuid(c, o, "resource_id", 1, &cm.u.place.resource) ||
         (rc = body_uuid(c, o, "user_id", 0, &cm.u.place.user)) < 0)
-        goto out;
+        return -1;
     if (rc == 1)
         cm.u.place.user = c->who.id;
-    else if (c->who.role == ROLE_MEMBER && memcmp(cm.u.place.user.b, c->who.id.b, 16) != 0) {
-        reply_problem(c, 403, "forbidden", "members act for themselves only", "user_id");
-        goto out;
-    }
-    if (core_uuid_v7(&cm.u.place.id, core_now_ms())) {
-        reply_problem(c, 500, "internal", "could not make an id", NULL);
-        goto out;
-    }
-    rc = propose(c, &cm);
-    json_decref(o);
-    return rc;
-out:
-    json_decref(o);
-    return -1;
+    else if (c->who.role == ROLE_MEMBER && memcmp(cm.u.place.user.b, c->who.id.b, 16) != 0)
+        return reply_problem(c, 403, "forbidden", "members act for themselves only", "user_id");
+    if (core_uuid_v7(&cm.u.place.id, core_now_ms()))
+        return reply_problem(c, 500, "internal", "could not make an id", NULL);
+    return propose(c, &cm);
 }
 
 int h_loan_create(req_ctx *c, const core_uuid *unused)

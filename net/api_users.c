@@ -33,7 +33,6 @@ int h_register(req_ctx *c, const core_uuid *unused)
 
     if (!o)
         return -1;
-    c->body = o; /* the command's strings point into it until it is proposed */
     if (body_str(c, o, "email", 1, 3, CORE_MAX_EMAIL, &email) ||
         body_str(c, o, "password", 1, 8, 128, &pw) ||
         body_str(c, o, "name", 1, 1, CORE_MAX_NAME, &name))
@@ -114,7 +113,6 @@ int h_login(req_ctx *c, const core_uuid *unused)
 
     if (!o)
         return -1;
-    c->body = o;
     if (body_str(c, o, "email", 1, 1, CORE_MAX_EMAIL, &email) ||
         body_str(c, o, "password", 1, 1, 128, &pw))
         return -1;
@@ -308,41 +306,32 @@ int h_user_patch(req_ctx *c, const core_uuid *id)
         return -1;
     cm.u.user_update.id = *id;
     if ((rc = body_enum(c, o, "status", 0, core_ustatus_parse, &v)) < 0)
-        goto out;
+        return -1;
     if (rc == 0) {
         cm.u.user_update.mask |= UPD_STATUS;
         cm.u.user_update.status = (uint8_t)v;
     }
     if ((rc = body_enum(c, o, "plan", 0, core_plan_parse, &v)) < 0)
-        goto out;
+        return -1;
     if (rc == 0) {
         cm.u.user_update.mask |= UPD_PLAN;
         cm.u.user_update.plan = (uint8_t)v;
     }
     if ((rc = body_enum(c, o, "role", 0, core_role_parse, &v)) < 0)
-        goto out;
+        return -1;
     if (rc == 0) {
         cm.u.user_update.mask |= UPD_ROLE;
         cm.u.user_update.role = (uint8_t)v;
     }
     if ((rc = body_str(c, o, "name", 0, 1, CORE_MAX_NAME, &cm.u.user_update.name)) < 0)
-        goto out;
+        return -1;
     if (rc == 0)
         cm.u.user_update.mask |= UPD_NAME;
-    if (!cm.u.user_update.mask) {
-        reply_problem(c, 422, "validation", "nothing to change", NULL);
-        goto out;
-    }
-    if (c->who.role != ROLE_ADMIN && (cm.u.user_update.mask & ~UPD_STATUS)) {
-        reply_problem(c, 403, "forbidden", "only admins change role, plan or name", NULL);
-        goto out;
-    }
-    rc = propose(c, &cm);
-    json_decref(o);
-    return rc;
-out:
-    json_decref(o);
-    return -1;
+    if (!cm.u.user_update.mask)
+        return reply_problem(c, 422, "validation", "nothing to change", NULL);
+    if (c->who.role != ROLE_ADMIN && (cm.u.user_update.mask & ~UPD_STATUS))
+        return reply_problem(c, 403, "forbidden", "only admins change role, plan or name", NULL);
+    return propose(c, &cm);
 }
 
 int h_apikey_create(req_ctx *c, const core_uuid *unused)
@@ -358,21 +347,12 @@ int h_apikey_create(req_ctx *c, const core_uuid *unused)
         return -1;
     if (body_str(c, o, "name", 1, 1, CORE_MAX_KEYNAME, &cm.u.apikey.name) ||
         (rc = body_enum(c, o, "role", 0, core_role_parse, &role)) < 0)
-        goto out;
-    if (role != ROLE_SERVICE && role != ROLE_LIBRARIAN) {
-        reply_problem(c, 422, "validation", "role must be service or librarian", "role");
-        goto out;
-    }
+        return -1;
+    if (role != ROLE_SERVICE && role != ROLE_LIBRARIAN)
+        return reply_problem(c, 422, "validation", "role must be service or librarian", "role");
     cm.u.apikey.role = (uint8_t)role;
     if (core_uuid_v7(&cm.u.apikey.id, core_now_ms()) ||
-        auth_apikey_new(c->secret, cm.u.apikey.hash) < 0) {
-        reply_problem(c, 500, "internal", "could not create a key", NULL);
-        goto out;
-    }
-    rc = propose(c, &cm);
-    json_decref(o);
-    return rc;
-out:
-    json_decref(o);
-    return -1;
+        auth_apikey_new(c->secret, cm.u.apikey.hash) < 0)
+        return reply_problem(c, 500, "internal", "could not create a key", NULL);
+    return propose(c, &cm);
 }

@@ -70,6 +70,7 @@ json_t *body_object(req_ctx *c, const char *const *allowed)
         reply_problem(c, 400, "validation", "the body must be a JSON object", NULL);
         return NULL;
     }
+    c->body = o; /* freed with the request; handlers' strings point into it */
     json_object_foreach (o, key, v) {
         const char *const *a = allowed;
         while (*a && strcmp(*a, key) != 0)
@@ -78,8 +79,7 @@ json_t *body_object(req_ctx *c, const char *const *allowed)
             char d[160], f[80];
             snprintf(f, sizeof f, "%.64s", key);
             snprintf(d, sizeof d, "unknown field %s", f);
-            reply_problem(c, 400, "validation", d, f);
-            json_decref(o);
+            reply_problem(c, 400, "validation", d, f); /* frees o with c */
             return NULL;
         }
     }
@@ -162,8 +162,6 @@ int body_uuid(req_ctx *c, json_t *o, const char *name, int required, core_uuid *
 {
     core_str s;
     int rc = body_str(c, o, name, required, 36, 36, &s);
-    if (rc == 1 && required)
-        return invalid(c, name, "is required");
     if (rc)
         return rc;
     if (core_uuid_parse(s.p, s.len, out))

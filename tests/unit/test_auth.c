@@ -566,8 +566,8 @@ Test(auth, required_claims)
         "{\"sub\":\"u\",\"role\":null,\"exp\":1700000600}",           /* role not a string */
         "{\"sub\":\"u\",\"role\":\"superuser\",\"exp\":1700000600}",  /* unknown role */
         "{\"sub\":\"u\",\"role\":\"member\",\"plan\":\"gold\",\"exp\":1700000600}",
-        "{\"sub\":\"0123456789012345678901234567890123456789012345678901234567890123\",\"role\":"
-        "\"member\",\"exp\":1700000600}",
+        ("{\"sub\":\"0123456789012345678901234567890123456789012345678901234567890123\",\"role\":"
+         "\"member\",\"exp\":1700000600}"), /* sub longer than 63 bytes */
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         cr_assert_eq(verify(v, hs_raw(bad[i]), NOW), AUTH_ECLAIM, "claims %s", bad[i]);
