@@ -9,6 +9,7 @@
 #include "core/core.h"
 
 #include <errno.h>
+#include <openssl/crypto.h>
 #include <openssl/rand.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -124,6 +125,21 @@ void core_fmt_day(int64_t unix_s, char out[11])
         out[0] = '\0';
 }
 
+uint64_t core_hash64(const void *p, size_t n, uint64_t seed)
+{
+    const unsigned char *b = p;
+    uint64_t h = 0xcbf29ce484222325ULL ^ seed;
+    for (size_t i = 0; i < n; i++) {
+        h ^= b[i];
+        h *= 0x100000001b3ULL;
+    }
+    h ^= h >> 30;
+    h *= 0xbf58476d1ce4e5b9ULL;
+    h ^= h >> 27;
+    h *= 0x94d049bb133111ebULL;
+    return h ^ (h >> 31);
+}
+
 /* ---- ids ---- */
 
 int core_uuid_v7(core_uuid *u, int64_t now_ms)
@@ -158,17 +174,6 @@ void core_uuid_fmt(const core_uuid *u, char out[37])
     out[o] = '\0';
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 int core_uuid_parse(const char *s, size_t len, core_uuid *u)
 {
     size_t i = 0;
@@ -182,7 +187,8 @@ int core_uuid_parse(const char *s, size_t len, core_uuid *u)
             i++;
             continue;
         }
-        int hi = hexval(s[i]), lo = hexval(s[i + 1]);
+        int hi = OPENSSL_hexchar2int((unsigned char)s[i]),
+            lo = OPENSSL_hexchar2int((unsigned char)s[i + 1]);
         if (hi < 0 || lo < 0)
             return CORE_EINVAL;
         u->b[o++] = (uint8_t)(hi << 4 | lo);

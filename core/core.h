@@ -46,6 +46,10 @@ int64_t core_mono_ns(void); /* monotonic nanoseconds */
 void core_fmt_time(int64_t unix_s, char out[21]);
 void core_fmt_day(int64_t unix_s, char out[11]); /* "2026-11-22" */
 
+/* a fast keyed hash for in-memory tables (FNV-1a, then a splitmix64
+ * finalizer); not for anything an attacker must not predict or collide */
+uint64_t core_hash64(const void *p, size_t n, uint64_t seed);
+
 /* ---- ids --------------------------------------------------------------- */
 
 typedef struct core_uuid {

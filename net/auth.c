@@ -21,6 +21,8 @@
 #define _POSIX_C_SOURCE 200809L
 #include "net/auth.h"
 
+#include "core/core.h"
+
 #include <errno.h>
 #include <jansson.h>
 #include <jwt.h>
@@ -829,16 +831,7 @@ const char *auth_strerror(int code)
 
 static uint64_t token_hash(uint64_t seed, const char *p, size_t n)
 {
-    uint64_t h = 0xcbf29ce484222325ULL ^ seed; /* FNV-1a, then a splitmix64 finalizer */
-    for (size_t i = 0; i < n; i++) {
-        h ^= (unsigned char)p[i];
-        h *= 0x100000001b3ULL;
-    }
-    h ^= h >> 30;
-    h *= 0xbf58476d1ce4e5b9ULL;
-    h ^= h >> 27;
-    h *= 0x94d049bb133111ebULL;
-    return h ^ (h >> 31);
+    return core_hash64(p, n, seed);
 }
 
 auth_cache *auth_cache_new(size_t slots)
@@ -1061,17 +1054,6 @@ void auth_grant_sign(const unsigned char *key, size_t keylen, const char *resour
     sig_hex_out[64] = '\0';
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 int auth_grant_verify(const unsigned char *key, size_t keylen, const char *resource_id,
                       const char *user_id, int64_t exp, const char *sig_hex, int64_t now_s)
 {
@@ -1079,7 +1061,8 @@ int auth_grant_verify(const unsigned char *key, size_t keylen, const char *resou
     if (!sig_hex || strnlen(sig_hex, 65) != 64)
         return 0;
     for (size_t i = 0; i < sizeof got; i++) {
-        int hi = hexval(sig_hex[2 * i]), lo = hexval(sig_hex[2 * i + 1]);
+        int hi = OPENSSL_hexchar2int((unsigned char)sig_hex[2 * i]),
+            lo = OPENSSL_hexchar2int((unsigned char)sig_hex[2 * i + 1]);
         if (hi < 0 || lo < 0)
             return 0;
         got[i] = (unsigned char)(hi << 4 | lo);

@@ -16,6 +16,8 @@
  */
 #include "net/ratelimit.h"
 
+#include "core/core.h"
+
 #include <math.h>
 #include <pthread.h>
 #include <stdbool.h>
@@ -76,16 +78,7 @@ static void make_key(const void *key, size_t keylen, rl_key *k)
 
 static uint64_t key_hash(uint64_t seed, const rl_key *k)
 {
-    uint64_t h = 0xcbf29ce484222325ULL ^ seed ^ k->digest; /* FNV-1a, then a splitmix64 finalizer */
-    for (size_t i = 0; i < k->len; i++) {
-        h ^= k->bytes[i];
-        h *= 0x100000001b3ULL;
-    }
-    h ^= h >> 30;
-    h *= 0xbf58476d1ce4e5b9ULL;
-    h ^= h >> 27;
-    h *= 0x94d049bb133111ebULL;
-    return h ^ (h >> 31);
+    return core_hash64(k->bytes, k->len, seed ^ k->digest);
 }
 
 static bool key_eq(const bucket *b, const rl_key *k)
