@@ -4,6 +4,7 @@
 #   tools/build.sh [release]  -> build/       (RelWithDebInfo, the binary that is run and benchmarked)
 #   tools/build.sh asan       -> build-asan/  (-DCIRCA_SANITIZE=ON: ASan + UBSan, clang if present, else gcc)
 #   tools/build.sh fuzz       -> build-fuzz/  (clang, -DCIRCA_FUZZ=ON -DCIRCA_SANITIZE=ON -DCIRCA_TESTS=OFF)
+#   tools/build.sh tsan       -> build-tsan/  (clang, -DCIRCA_TSAN=ON -DCIRCA_TESTS=OFF: the server under ThreadSanitizer)
 #
 # Environment: JOBS (parallel build jobs, default 2), CC (compiler for a fresh
 # release/asan build directory; an existing directory keeps its compiler).
@@ -33,17 +34,23 @@ asan)
         cc=gcc
     fi
     ;;
+tsan)
+    dir=build-tsan
+    # criterion's own runner cannot start under TSan here, so only the server is built
+    args=(-DCMAKE_BUILD_TYPE=RelWithDebInfo -DCIRCA_TSAN=ON -DCIRCA_TESTS=OFF)
+    cc=clang
+    ;;
 fuzz)
     dir=build-fuzz
     args=(-DCMAKE_BUILD_TYPE=RelWithDebInfo -DCIRCA_FUZZ=ON -DCIRCA_SANITIZE=ON -DCIRCA_TESTS=OFF)
     cc=clang # libFuzzer (-fsanitize=fuzzer) needs clang
     ;;
 -h | --help)
-    sed -n '2,10p' "$0"
+    sed -n '2,11p' "$0"
     exit 0
     ;;
 *)
-    echo "usage: $0 [release|asan|fuzz]" >&2
+    echo "usage: $0 [release|asan|tsan|fuzz]" >&2
     exit 2
     ;;
 esac

@@ -28,6 +28,8 @@ STEPS=(
     unit-asan
     system-release
     system-asan
+    build-tsan
+    system-tsan
     fuzz
 )
 # step -> the step whose failure makes it pointless
@@ -38,6 +40,8 @@ declare -A NEEDS=(
     [unit-asan]=build-asan
     [system-release]=build-release
     [system-asan]=build-asan
+    [build-tsan]=deps
+    [system-tsan]=build-tsan
     [fuzz]=deps
     [format]=deps
 )
@@ -120,6 +124,16 @@ step_system-release() {
 step_system-asan() {
     asan_options
     system_tests build-asan/circa
+}
+
+step_build-tsan() {
+    tools/build.sh tsan
+}
+
+# the whole system suite against the server under ThreadSanitizer; the
+# harness fails a test whose node printed a sanitizer report
+step_system-tsan() {
+    TSAN_OPTIONS="halt_on_error=0 second_deadlock_stack=1" system_tests build-tsan/circa
 }
 
 step_fuzz() {
