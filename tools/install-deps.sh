@@ -204,6 +204,16 @@ missing=()
 for p in "${PACKAGES[@]}"; do
     installed "$p" || missing+=("$p")
 done
+
+# ---- Node.js for tools/tfcheck (the Terraform checker) -------------------
+# Only when no node is on PATH: a node installed another way (nvm, NodeSource,
+# a distribution image) is used as it is, never shadowed by Debian's package.
+if ! command -v node >/dev/null 2>&1; then
+    for p in nodejs npm; do
+        installed "$p" || missing+=("$p")
+    done
+fi
+# ---------------------------------------------------------------------------
 need_raft=0
 raft_ok || need_raft=1
 

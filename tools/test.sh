@@ -22,6 +22,7 @@ cd "$ROOT"
 STEPS=(
     deps
     format
+    terraform
     build-release
     build-asan
     unit-release
@@ -44,6 +45,7 @@ declare -A NEEDS=(
     [system-tsan]=build-tsan
     [fuzz]=deps
     [format]=deps
+    [terraform]=deps
 )
 
 FUZZ_SECONDS=${FUZZ_SECONDS:-20}
@@ -90,6 +92,13 @@ step_format() {
         clang-format --dry-run --Werror "$f" 2>/dev/null || { echo "not formatted: $f"; bad=1; }
     done
     return $bad
+}
+
+# terraform/ is well-formed (offline: pinned HCL parser, no terraform binary),
+# and each check of the checker can fail
+step_terraform() {
+    tools/tfcheck/run.sh
+    tests/tfcheck/test.sh
 }
 
 step_build-release() {
