@@ -210,15 +210,12 @@ static int cmd_serve(int argc, char **argv)
 static int read_signing_key(store *st, uint8_t key[32])
 {
     store_txn t;
-    MDB_val v;
     int rc;
     if (store_begin(st, 0, &t))
         return -1;
-    rc = store_get(&t, DB_META, "signing_key", 11, &v);
-    if (rc == 0 && v.mv_size == 32)
-        memcpy(key, v.mv_data, 32);
+    rc = store_signing_key(&t, key);
     store_abort(&t);
-    return rc == 0 && v.mv_size == 32 ? 0 : -1;
+    return rc;
 }
 
 static int cmd_token(int argc, char **argv)

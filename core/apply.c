@@ -181,16 +181,7 @@ static int jget_uuid(json_t *j, const char *k, core_uuid *u)
 
 static void load_policy(ctx *x, core_policy *p)
 {
-    MDB_val v;
-    core_policy_default(p);
-    if (store_get(x->t, DB_META, "policy", 6, &v) == 0 && v.mv_size == 20) {
-        const uint8_t *b = v.mv_data;
-        p->loan_days = store_rd32(b);
-        p->max_renewals = store_rd32(b + 4);
-        p->max_loans = store_rd32(b + 8);
-        p->max_loans_premium = store_rd32(b + 12);
-        p->pickup_days = store_rd32(b + 16);
-    }
+    store_policy(x->t, p);
 }
 
 /* Iterate keys that start with prefix; fn returns 1 to stop, <0 on error. */
@@ -598,27 +589,29 @@ static size_t idem_key(const cmd *c, uint8_t *k)
     return 16 + c->idem.len;
 }
 
-/* 1 when answered from the record, 0 when the command must run */
-static int idem_lookup(ctx *x)
+int apply_idem_find(struct store_txn *t, const cmd *c, apply_result *res)
 {
     uint8_t k[16 + CORE_MAX_IDEM];
     MDB_val v;
-    size_t kl = idem_key(x->c, k);
-    if (store_get(x->t, DB_IDEM, k, kl, &v) || v.mv_size < 43)
+    size_t kl = idem_key(c, k);
+    if (store_get(t, DB_IDEM, k, kl, &v) || v.mv_size < 43)
         return 0;
     const uint8_t *b = v.mv_data;
-    if (memcmp(b, x->c->req_hash, 32) != 0) {
-        problem(x, 422, "idempotency-key-reused",
-                "this Idempotency-Key was used for a different request");
+    if (memcmp(b, c->req_hash, 32) != 0) {
+        res->status = 422;
+        res->problem = 1;
+        res->body = core_problem(422, "idempotency-key-reused",
+                                 "this Idempotency-Key was used for a different request",
+                                 "Idempotency-Key", &res->body_len);
         return 1;
     }
-    x->res->status = b[40] << 8 | b[41];
-    x->res->problem = b[42];
-    x->res->body_len = v.mv_size - 43;
-    x->res->body = x->res->body_len ? malloc(x->res->body_len + 1) : NULL;
-    if (x->res->body) {
-        memcpy(x->res->body, b + 43, x->res->body_len);
-        x->res->body[x->res->body_len] = '\0';
+    res->status = b[40] << 8 | b[41];
+    res->problem = b[42];
+    res->body_len = v.mv_size - 43;
+    res->body = res->body_len ? malloc(res->body_len + 1) : NULL;
+    if (res->body) {
+        memcpy(res->body, b + 43, res->body_len);
+        res->body[res->body_len] = '\0';
     }
     return 1;
 }
@@ -920,9 +913,8 @@ static int active_fn(void *arg, const MDB_val *k, const MDB_val *v)
 }
 
 typedef struct uhold_scan {
-    uint8_t rid[16];
     core_uuid hid;
-    int open; /* waiting or ready hold on rid */
+    int open; /* a waiting or ready hold on the resource */
     int ready;
 } uhold_scan;
 
@@ -930,7 +922,6 @@ typedef struct uhold_scan {
 static int find_open_hold(ctx *x, const core_uuid *uid, const core_uuid *rid, uhold_scan *u)
 {
     memset(u, 0, sizeof *u);
-    memcpy(u->rid, rid->b, 16);
     /* the user's holds on rid; the open one still has its queue entry */
     MDB_cursor *cur;
     MDB_val k = {16, (void *)uid->b}, v;
@@ -1335,27 +1326,19 @@ static int do_hold_cancel(ctx *x)
 
 static int do_bootstrap(ctx *x)
 {
-    MDB_val v;
+    uint8_t key[32];
     int rc;
-    if (store_get(x->t, DB_META, "signing_key", 11, &v) != 0 &&
-        (rc = store_put(x->t, DB_META, "signing_key", 11, x->c->u.bootstrap.key, 32)))
+    /* the first key stays: a replayed bootstrap must not replace it */
+    if (store_signing_key(x->t, key) != 0 &&
+        (rc = store_signing_key_put(x->t, x->c->u.bootstrap.key)))
         return rc;
     return ok_body(x, 200, strdup("{}"));
 }
 
 static int do_policy(ctx *x)
 {
-    const core_policy *p = &x->c->u.policy;
-    uint8_t b[20];
-    int rc;
-    store_be32(b, p->loan_days);
-    store_be32(b + 4, p->max_renewals);
-    store_be32(b + 8, p->max_loans);
-    store_be32(b + 12, p->max_loans_premium);
-    store_be32(b + 16, p->pickup_days);
-    if ((rc = store_put(x->t, DB_META, "policy", 6, b, 20)))
-        return rc;
-    return ok_body(x, 200, strdup("{}"));
+    int rc = store_policy_put(x->t, &x->c->u.policy);
+    return rc ? rc : ok_body(x, 200, strdup("{}"));
 }
 
 int apply(struct store_txn *t, uint64_t index, const cmd *c, apply_result *res)
@@ -1366,7 +1349,7 @@ int apply(struct store_txn *t, uint64_t index, const cmd *c, apply_result *res)
     memset(res, 0, sizeof *res);
     if ((rc = expire_holds(&x)) || (rc = idem_trim(&x)))
         return rc;
-    if (c->idem.len && idem_lookup(&x))
+    if (c->idem.len && apply_idem_find(t, c, res))
         goto done;
     switch (c->type) {
     case CMD_BOOTSTRAP:

@@ -291,6 +291,9 @@ struct store_txn;
 int apply(struct store_txn *txn, uint64_t index, const cmd *c, apply_result *res);
 /* a stored hold with its live queue position; malloc'd JSON */
 char *apply_hold_render(struct store_txn *t, const void *data, size_t len, size_t *outlen);
+/* the stored answer to c's idempotency key (1, res filled: a replay, or 422
+ * when the key was used for another request), or 0 when c must run */
+int apply_idem_find(struct store_txn *t, const cmd *c, apply_result *res);
 
 /* problem documents, shared by apply() and the HTTP layer */
 char *core_problem(int status, const char *kind, const char *detail, const char *field,

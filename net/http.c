@@ -231,25 +231,31 @@ static int request_hash(req_ctx *c, uint8_t out[32])
     return ok ? 0 : CORE_EIO;
 }
 
-/* answers from a stored idempotency record without a write; 1 when answered */
-static int idem_replay(req_ctx *c, const char *key, size_t klen, const uint8_t hash[32])
+/* answers with an apply() result: the writer's, or a replayed one */
+static void reply_result(req_ctx *c)
 {
-    uint8_t k[16 + CORE_MAX_IDEM];
-    MDB_val v;
-    memcpy(k, c->who.id.b, 16);
-    memcpy(k + 16, key, klen);
-    if (store_get(read_txn(c), DB_IDEM, k, 16 + klen, &v) || v.mv_size < 43)
-        return 0;
-    const uint8_t *b = v.mv_data;
-    if (memcmp(b, hash, 32) != 0) {
-        reply_problem(c, 422, "idempotency-key-reused",
-                      "this Idempotency-Key was used for a different request", "Idempotency-Key");
-        return 1;
+    apply_result *r = &c->rq.res;
+    if (c->route == R_APIKEY_CREATE && r->status == 201 && r->body && r->body_len > 1 &&
+        c->secret[0]) {
+        /* the key itself is never stored: add it to this one answer */
+        struct evbuffer *b = evhttp_request_get_output_buffer(c->req);
+        evbuffer_add(b, r->body, r->body_len - 1);
+        evbuffer_add_printf(b, ",\"key\":\"%s\"}", c->secret);
+        OPENSSL_cleanse(c->secret, sizeof c->secret);
+        reply_buf(c, 201, "application/json", b);
+        return;
     }
-    int status = b[40] << 8 | b[41];
-    reply_raw(c, status, b[42] ? "application/problem+json" : "application/json", b + 43,
-              v.mv_size - 43);
-    return 1;
+    reply_raw(c, r->status,
+              r->status == 204 ? NULL
+              : r->problem     ? "application/problem+json"
+                               : "application/json",
+              r->body, r->body_len);
+}
+
+static void on_write_reply(req_ctx *c)
+{
+    atomic_fetch_sub(&c->a->srv->inflight, 1);
+    reply_result(c);
 }
 
 int propose(req_ctx *c, cmd *cm)
@@ -275,10 +281,15 @@ int propose(req_ctx *c, cmd *cm)
                                  "Idempotency-Key");
         if (request_hash(c, cm->req_hash))
             return reply_problem(c, 500, "internal", "could not fingerprint the request", NULL);
-        if (idem_replay(c, key, klen, cm->req_hash))
-            return -1;
         cm->idem.p = key;
         cm->idem.len = (uint32_t)klen;
+        /* a replay is answered from its record without a write; apply()
+         * checks again, in log order, for requests racing this one */
+        if (apply_idem_find(read_txn(c), cm, &c->rq.res)) {
+            OPENSSL_cleanse(c->secret, sizeof c->secret); /* a replay shows no new key */
+            reply_result(c);
+            return -1;
+        }
     }
     if ((rc = cmd_encode(cm, &c->rq.cmd)))
         return reply_problem(c, rc == CORE_ERANGE ? 413 : 500,
@@ -303,27 +314,6 @@ int hash_later(req_ctx *c, hash_job *j)
     }
     atomic_fetch_add(&c->a->srv->inflight, 1);
     return 0;
-}
-
-static void on_write_reply(req_ctx *c)
-{
-    apply_result *r = &c->rq.res;
-    atomic_fetch_sub(&c->a->srv->inflight, 1);
-    if (c->route == R_APIKEY_CREATE && r->status == 201 && r->body && r->body_len > 1 &&
-        c->secret[0]) {
-        /* the key itself is never stored: add it to this one answer */
-        struct evbuffer *b = evhttp_request_get_output_buffer(c->req);
-        evbuffer_add(b, r->body, r->body_len - 1);
-        evbuffer_add_printf(b, ",\"key\":\"%s\"}", c->secret);
-        OPENSSL_cleanse(c->secret, sizeof c->secret);
-        reply_buf(c, 201, "application/json", b);
-        return;
-    }
-    reply_raw(c, r->status,
-              r->status == 204 ? NULL
-              : r->problem     ? "application/problem+json"
-                               : "application/json",
-              r->body, r->body_len);
 }
 
 /* ---- authentication ---- */
@@ -766,16 +756,13 @@ static void actor_free(http_actor *a)
 static int load_keys(http_server *s, char *err, size_t errlen)
 {
     store_txn t;
-    MDB_val v;
     unsigned len = 32;
     static const char label[] = "circa access grants";
     if (store_begin(s->st, 0, &t))
         return HTTP_ECONFIG;
-    int rc = store_get(&t, DB_META, "signing_key", 11, &v);
-    if (rc == 0 && v.mv_size == 32)
-        memcpy(s->signing_key, v.mv_data, 32);
+    int rc = store_signing_key(&t, s->signing_key);
     store_abort(&t);
-    if (rc || v.mv_size != 32) {
+    if (rc) {
         snprintf(err, errlen, "the data directory has no signing key");
         return HTTP_ECONFIG;
     }

@@ -169,6 +169,46 @@ int store_meta_put_u64(store_txn *t, const char *name, uint64_t v)
     return store_put(t, DB_META, name, strlen(name), b, 8);
 }
 
+int store_signing_key(store_txn *t, uint8_t key[32])
+{
+    MDB_val v;
+    if (store_get(t, DB_META, "signing_key", 11, &v) || v.mv_size != 32)
+        return CORE_ENOENT;
+    memcpy(key, v.mv_data, 32);
+    return 0;
+}
+
+int store_signing_key_put(store_txn *t, const uint8_t key[32])
+{
+    return store_put(t, DB_META, "signing_key", 11, key, 32);
+}
+
+int store_policy(store_txn *t, core_policy *p)
+{
+    MDB_val v;
+    core_policy_default(p);
+    if (store_get(t, DB_META, "policy", 6, &v) || v.mv_size != 20)
+        return CORE_ENOENT;
+    const uint8_t *b = v.mv_data;
+    p->loan_days = store_rd32(b);
+    p->max_renewals = store_rd32(b + 4);
+    p->max_loans = store_rd32(b + 8);
+    p->max_loans_premium = store_rd32(b + 12);
+    p->pickup_days = store_rd32(b + 16);
+    return 0;
+}
+
+int store_policy_put(store_txn *t, const core_policy *p)
+{
+    uint8_t b[20];
+    store_be32(b, p->loan_days);
+    store_be32(b + 4, p->max_renewals);
+    store_be32(b + 8, p->max_loans);
+    store_be32(b + 12, p->max_loans_premium);
+    store_be32(b + 16, p->pickup_days);
+    return store_put(t, DB_META, "policy", 6, b, 20);
+}
+
 int store_sync(store *st)
 {
     if (st->nosync)

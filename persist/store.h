@@ -14,6 +14,8 @@
 #ifndef CIRCA_STORE_H
 #define CIRCA_STORE_H
 
+#include "core/core.h"
+
 #include <lmdb.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -81,6 +83,13 @@ int store_put(store_txn *t, int db, const void *k, size_t kl, const void *v, siz
 int store_del(store_txn *t, int db, const void *k, size_t kl);
 
 uint64_t store_meta_u64(store_txn *t, const char *name);
+
+/* replicated cluster state kept in DB_META */
+int store_signing_key(store_txn *t, uint8_t key[32]); /* 0 or CORE_ENOENT */
+int store_signing_key_put(store_txn *t, const uint8_t key[32]);
+/* 0 when a policy is stored; else CORE_ENOENT and *p is the default */
+int store_policy(store_txn *t, core_policy *p);
+int store_policy_put(store_txn *t, const core_policy *p);
 int store_meta_put_u64(store_txn *t, const char *name, uint64_t v);
 
 /* makes every committed transaction durable (no-op with STORE_NOSYNC) */

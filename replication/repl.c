@@ -270,21 +270,20 @@ static void *writer_main(void *arg)
 int repl_prepare(store *st, const core_config *cfg)
 {
     store_txn t;
-    MDB_val v;
     apply_result res;
-    uint8_t pol[20];
+    core_policy stored;
+    uint8_t key[32];
     int have_key, same_policy, rc;
 
     if ((rc = store_begin(st, 0, &t)))
         return rc;
-    have_key = store_get(&t, DB_META, "signing_key", 11, &v) == 0;
-    store_be32(pol, cfg->policy.loan_days);
-    store_be32(pol + 4, cfg->policy.max_renewals);
-    store_be32(pol + 8, cfg->policy.max_loans);
-    store_be32(pol + 12, cfg->policy.max_loans_premium);
-    store_be32(pol + 16, cfg->policy.pickup_days);
-    same_policy = store_get(&t, DB_META, "policy", 6, &v) == 0 && v.mv_size == 20 &&
-                  memcmp(v.mv_data, pol, 20) == 0;
+    have_key = store_signing_key(&t, key) == 0;
+    OPENSSL_cleanse(key, sizeof key);
+    same_policy = store_policy(&t, &stored) == 0 && stored.loan_days == cfg->policy.loan_days &&
+                  stored.max_renewals == cfg->policy.max_renewals &&
+                  stored.max_loans == cfg->policy.max_loans &&
+                  stored.max_loans_premium == cfg->policy.max_loans_premium &&
+                  stored.pickup_days == cfg->policy.pickup_days;
     store_abort(&t);
     if (!have_key) {
         cmd c = {.type = CMD_BOOTSTRAP, .ts_ms = core_now_ms(), .actor_role = ROLE_SERVICE};
