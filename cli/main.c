@@ -1,18 +1,20 @@
 /*
- * main.c — the circa command: serve, token, user add, backup.
+ * main.c — the circa command: serve, token, user add, backup, migrate, restore.
  *
  * `serve` composes the modules: configuration (defaults < JSON file <
- * CIRCA_* environment < flags), the LMDB store, the writer actor, then the
- * HTTP actors. Signals are blocked in every thread and taken by the main
+ * CIRCA_* environment < flags), the LMDB store, the write-behind flusher,
+ * the writer actor, then the HTTP actors. Signals are blocked in every thread and taken by the main
  * thread with sigwait(), so shutdown runs in one ordinary place: mark the
  * node draining (new writes get 503), close listeners, wait for in-flight
  * writes, stop the HTTP actors, stop the writer (which applies and answers
- * what it already took), free the HTTP actors, close LMDB.
+ * what it already took), let the flusher send what is durable (a few
+ * seconds at most), free the HTTP actors, close LMDB.
  */
 #include "core/core.h"
 #include "net/auth.h"
 #include "net/net.h"
 #include "persist/store.h"
+#include "persist/wb.h"
 #include "replication/repl.h"
 
 #include <getopt.h>
@@ -35,11 +37,14 @@ static const char usage_main[] =
     "  token      print a signed access token for an operator or a test\n"
     "  user add   create a user directly in a data directory (e.g. the first admin)\n"
     "  backup     write a hot, compacted copy of a node's data\n"
+    "  migrate    create or upgrade the PostgreSQL schema (serve also does this)\n"
+    "  restore    rebuild an empty data directory from PostgreSQL\n"
     "\n"
     "`circa COMMAND --help` describes each command. `circa --version` prints the version.\n";
 
 static const char usage_serve[] =
     "usage: circa serve [--listen HOST:PORT] [--data DIR] [--config FILE] [--threads N]\n"
+    "                   [--pg DSN]\n"
     "\n"
     "Runs a node. With no options it listens on 127.0.0.1:8080 with data in ./data,\n"
     "and a new data directory bootstraps a one-node cluster with a generated key.\n"
@@ -48,6 +53,12 @@ static const char usage_serve[] =
     "  --data DIR          LMDB data directory               (CIRCA_DATA)\n"
     "  --config FILE       JSON configuration file           (CIRCA_CONFIG)\n"
     "  --threads N         HTTP actor threads, default cores (CIRCA_THREADS)\n"
+    "  --pg DSN            PostgreSQL connection string; turns write-behind on\n"
+    "                      (CIRCA_PG_DSN, pg.dsn; TLS: pg.sslmode, pg.sslrootcert)\n"
+    "\n"
+    "With a DSN every applied command is also written to PostgreSQL, the system of\n"
+    "record, in the background; if PostgreSQL lags by pg.high_water commands\n"
+    "(default 1000000) writes answer 503 until it catches up. Reads never use it.\n"
     "\n"
     "Precedence: flags > environment > config file > defaults. Logs are JSON lines\n"
     "on stderr. SIGTERM or SIGINT finish in-flight requests, then exit 0.\n";
@@ -75,6 +86,21 @@ static const char usage_backup[] =
     "Writes a consistent, compacted copy of DIR (default ./data) to DEST_DIR/data.mdb\n"
     "while the node keeps serving. Start a node on DEST_DIR to restore.\n";
 
+static const char usage_migrate[] =
+    "usage: circa migrate [--pg DSN] [--config FILE]\n"
+    "\n"
+    "Applies the schema migrations PostgreSQL does not have yet, each once and in its\n"
+    "own transaction, recorded in circa_migrations. The DSN comes from --pg,\n"
+    "CIRCA_PG_DSN or pg.dsn in the config file.\n";
+
+static const char usage_restore[] =
+    "usage: circa restore --from-postgres DSN [--data DIR] [--config FILE]\n"
+    "\n"
+    "Disaster recovery when every node is lost: replays the commands PostgreSQL holds\n"
+    "(its `commands` table, up to the flush cursor) into DIR (default ./data), which\n"
+    "must be empty, then checks every row of PostgreSQL's tables against the rebuilt\n"
+    "state. Start a node on DIR afterwards; it continues the same log.\n";
+
 static int usage_error(const char *usage, const char *msg)
 {
     if (msg)
@@ -99,15 +125,24 @@ static int load_config(core_config *cfg, const char *file, int use_env)
     return 0;
 }
 
+static int set_dsn(core_config *cfg, const char *dsn)
+{
+    if (strlen(dsn) >= sizeof cfg->pg.dsn)
+        return CORE_ERANGE;
+    snprintf(cfg->pg.dsn, sizeof cfg->pg.dsn, "%s", dsn);
+    return 0;
+}
+
 static int cmd_serve(int argc, char **argv)
 {
-    static const struct option opts[] = {{"listen", 1, 0, 'l'}, {"data", 1, 0, 'd'},
-                                         {"config", 1, 0, 'c'}, {"threads", 1, 0, 't'},
-                                         {"help", 0, 0, 'h'},   {0, 0, 0, 0}};
-    const char *listen = NULL, *data = NULL, *config = NULL, *threads = NULL;
+    static const struct option opts[] = {
+        {"listen", 1, 0, 'l'}, {"data", 1, 0, 'd'}, {"config", 1, 0, 'c'}, {"threads", 1, 0, 't'},
+        {"pg", 1, 0, 'p'},     {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
+    const char *listen = NULL, *data = NULL, *config = NULL, *threads = NULL, *pg = NULL;
     core_config cfg;
     char err[512];
     store *st = NULL;
+    wb *w = NULL;
     repl *rp = NULL;
     http_server *hs = NULL;
     sigset_t sigs;
@@ -126,6 +161,9 @@ static int cmd_serve(int argc, char **argv)
             break;
         case 't':
             threads = optarg;
+            break;
+        case 'p':
+            pg = optarg;
             break;
         case 'h':
             fputs(usage_serve, stdout);
@@ -149,6 +187,8 @@ static int cmd_serve(int argc, char **argv)
             return usage_error(usage_serve, "--threads must be a number from 1 to 256");
         cfg.threads = (int)n;
     }
+    if (pg && set_dsn(&cfg, pg))
+        return usage_error(usage_serve, "--pg is too long");
     if (core_config_check(&cfg, err, sizeof err)) {
         fprintf(stderr, "circa: %s\n", err);
         return 2;
@@ -165,16 +205,23 @@ static int cmd_serve(int argc, char **argv)
         core_log(LOG_ERROR, "cannot open the data directory", NULL);
         return 1;
     }
-    if ((rc = repl_start(st, &cfg, &rp))) {
-        core_log(LOG_ERROR, "cannot start the writer", "\"rc\":%d", rc);
+    if ((rc = wb_start(st, &cfg, &w))) {
+        core_log(LOG_ERROR, "cannot start write-behind", "\"rc\":%d", rc);
         store_close(st);
         return 1;
     }
-    if (http_start(&cfg, st, rp, &hs, err, sizeof err)) {
+    if ((rc = repl_start(st, &cfg, w, &rp))) {
+        core_log(LOG_ERROR, "cannot start the writer", "\"rc\":%d", rc);
+        wb_stop(w);
+        store_close(st);
+        return 1;
+    }
+    if (http_start(&cfg, st, rp, w, &hs, err, sizeof err)) {
         char e[600];
         core_json_escape(err, e, sizeof e);
         core_log(LOG_ERROR, "cannot start HTTP", "\"error\":\"%s\"", e);
         repl_stop(rp);
+        wb_stop(w);
         store_close(st);
         return 1;
     }
@@ -185,7 +232,6 @@ static int cmd_serve(int argc, char **argv)
         core_log(LOG_INFO, "serving",
                  "\"listen\":\"%s\",\"data\":\"%s\",\"threads\":%d,\"fsync\":%s", l, d, cfg.threads,
                  cfg.fsync ? "true" : "false");
-        core_log(LOG_INFO, "write-behind to PostgreSQL is off: no DSN is configured", NULL);
     }
     do {
         if (sigwait(&sigs, &sig))
@@ -201,6 +247,7 @@ static int cmd_serve(int argc, char **argv)
                  http_inflight(hs));
     http_stop(hs);
     repl_stop(rp);
+    wb_stop(w);
     http_free(hs);
     store_close(st);
     core_log(LOG_INFO, "stopped", NULL);
@@ -455,6 +502,116 @@ static int cmd_backup(int argc, char **argv)
     return 0;
 }
 
+static int cmd_migrate(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"pg", 1, 0, 'p'}, {"config", 1, 0, 'c'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
+    const char *pg = NULL, *config = NULL;
+    core_config cfg;
+    char err[512];
+    int o, rc;
+
+    while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (o) {
+        case 'p':
+            pg = optarg;
+            break;
+        case 'c':
+            config = optarg;
+            break;
+        case 'h':
+            fputs(usage_migrate, stdout);
+            return 0;
+        default:
+            return usage_error(usage_migrate, NULL);
+        }
+    }
+    if (optind < argc)
+        return usage_error(usage_migrate, "unexpected argument");
+    if ((rc = load_config(&cfg, config, 1)))
+        return rc;
+    if (pg && set_dsn(&cfg, pg))
+        return usage_error(usage_migrate, "--pg is too long");
+    if (!cfg.pg.dsn[0])
+        return usage_error(usage_migrate, "no PostgreSQL DSN: give --pg or set CIRCA_PG_DSN");
+    if (core_config_check(&cfg, err, sizeof err)) {
+        fprintf(stderr, "circa: %s\n", err);
+        return 2;
+    }
+    core_log_set_level(LOG_WARN);
+    if (wb_migrate(&cfg, stdout, err, sizeof err)) {
+        fprintf(stderr, "circa: migrate failed: %s\n", err);
+        return 1;
+    }
+    printf("schema is current (%d migrations)\n", wb_nmigrations);
+    return 0;
+}
+
+static int restore_apply(void *arg, store_txn *t, uint64_t index, const uint8_t *enc, size_t len)
+{
+    return repl_restore_apply(t, index, enc, len);
+}
+
+static int cmd_restore(int argc, char **argv)
+{
+    static const struct option opts[] = {{"from-postgres", 1, 0, 'p'},
+                                         {"data", 1, 0, 'd'},
+                                         {"config", 1, 0, 'c'},
+                                         {"help", 0, 0, 'h'},
+                                         {0, 0, 0, 0}};
+    const char *pg = NULL, *data = NULL, *config = NULL;
+    core_config cfg;
+    char err[512];
+    store *st;
+    int o, rc;
+
+    while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (o) {
+        case 'p':
+            pg = optarg;
+            break;
+        case 'd':
+            data = optarg;
+            break;
+        case 'c':
+            config = optarg;
+            break;
+        case 'h':
+            fputs(usage_restore, stdout);
+            return 0;
+        default:
+            return usage_error(usage_restore, NULL);
+        }
+    }
+    if (optind < argc)
+        return usage_error(usage_restore, "unexpected argument");
+    if (!pg)
+        return usage_error(usage_restore, "--from-postgres DSN is required");
+    if ((rc = load_config(&cfg, config, 1)))
+        return rc;
+    if (set_dsn(&cfg, pg))
+        return usage_error(usage_restore, "--from-postgres is too long");
+    if (data)
+        snprintf(cfg.data, sizeof cfg.data, "%s", data);
+    if (core_config_check(&cfg, err, sizeof err)) {
+        fprintf(stderr, "circa: %s\n", err);
+        return 2;
+    }
+    core_log_set_level(LOG_WARN);
+    if (store_open(cfg.data, cfg.map_size_mb << 20, 0, &st)) {
+        fprintf(stderr, "circa: cannot open data directory %s\n", cfg.data);
+        return 1;
+    }
+    rc = wb_restore(&cfg, st, restore_apply, NULL, stderr, err, sizeof err);
+    store_close(st);
+    if (rc) {
+        fprintf(stderr, "circa: restore failed: %s\n", err);
+        return 1;
+    }
+    fprintf(stderr, "restored into %s; start a node on it\n", cfg.data);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2)
@@ -476,5 +633,9 @@ int main(int argc, char **argv)
         return cmd_user(argc - 1, argv + 1);
     if (strcmp(argv[1], "backup") == 0)
         return cmd_backup(argc - 1, argv + 1);
+    if (strcmp(argv[1], "migrate") == 0)
+        return cmd_migrate(argc - 1, argv + 1);
+    if (strcmp(argv[1], "restore") == 0)
+        return cmd_restore(argc - 1, argv + 1);
     return usage_error(usage_main, "unknown command");
 }

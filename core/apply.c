@@ -1341,14 +1341,17 @@ static int do_policy(ctx *x)
     return rc ? rc : ok_body(x, 200, strdup("{}"));
 }
 
-int apply(struct store_txn *t, uint64_t index, const cmd *c, apply_result *res)
+int apply(struct store_txn *t, uint64_t index, const cmd *c, const uint8_t *enc, size_t enc_len,
+          apply_result *res)
 {
     ctx x = {.t = t, .index = index, .c = c, .res = res, .now_s = c->ts_ms / 1000};
+    store_touch touched = {0};
     int rc;
 
     memset(res, 0, sizeof *res);
+    t->touch = &touched;
     if ((rc = expire_holds(&x)) || (rc = idem_trim(&x)))
-        return rc;
+        goto fail;
     if (c->idem.len && apply_idem_find(t, c, res))
         goto done;
     switch (c->type) {
@@ -1399,8 +1402,16 @@ int apply(struct store_txn *t, uint64_t index, const cmd *c, apply_result *res)
     if (c->idem.len && (rc = idem_save(&x)))
         goto fail;
 done:
-    return store_meta_put_u64(t, "applied", index);
+    /* the outbox entry: this command and the rows it changed */
+    t->touch = NULL;
+    if ((rc = store_ob_put(t, index, res->status, enc, enc_len, &touched)) ||
+        (rc = store_meta_put_u64(t, "applied", index)))
+        goto fail;
+    store_touch_free(&touched);
+    return 0;
 fail:
+    t->touch = NULL;
+    store_touch_free(&touched);
     apply_result_clear(res);
     return rc;
 }

@@ -37,6 +37,8 @@ void core_config_default(core_config *c)
     c->password_iterations = 210000;
     c->grant_ttl_s = 300;
     snprintf(c->content_base_url, sizeof c->content_base_url, "http://127.0.0.1:8080");
+    c->pg.high_water = 1000000;
+    c->pg.batch = 2000;
 }
 
 enum kind { K_STR, K_INT, K_U32, K_U64, K_BOOL, K_NUM, K_LOG };
@@ -89,6 +91,15 @@ static const field limits_fields[] = {
     F("max_json_depth", K_INT, limits.max_json_depth),
     F("rate_per_s", K_NUM, limits.rate_per_s),
     F("rate_burst", K_NUM, limits.rate_burst),
+    {NULL, 0, 0, 0},
+};
+
+static const field pg_fields[] = {
+    F("dsn", K_STR, pg.dsn),
+    F("sslmode", K_STR, pg.sslmode),
+    F("sslrootcert", K_STR, pg.sslrootcert),
+    F("high_water", K_U64, pg.high_water),
+    F("batch", K_U32, pg.batch),
     {NULL, 0, 0, 0},
 };
 
@@ -152,10 +163,11 @@ static int load_object(core_config *c, json_t *obj, const field *fields, const c
         const field *f = fields;
         char path[128];
         snprintf(path, sizeof path, "%s%s", prefix, key);
-        if (!*prefix &&
-            (strcmp(key, "jwt") == 0 || strcmp(key, "policy") == 0 || strcmp(key, "limits") == 0)) {
+        if (!*prefix && (strcmp(key, "jwt") == 0 || strcmp(key, "policy") == 0 ||
+                         strcmp(key, "limits") == 0 || strcmp(key, "pg") == 0)) {
             const field *sub = key[0] == 'j'   ? jwt_fields
-                               : key[0] == 'p' ? policy_fields
+                               : key[1] == 'o' ? policy_fields
+                               : key[0] == 'p' ? pg_fields
                                                : limits_fields;
             char pre[32];
             if (!json_is_object(v)) {
@@ -214,6 +226,13 @@ int core_config_load_env(core_config *c, char *err, size_t errlen)
         }
         c->threads = (int)n;
     }
+    if ((v = getenv("CIRCA_PG_DSN")) && *v) {
+        if (strlen(v) >= sizeof c->pg.dsn) {
+            snprintf(err, errlen, "CIRCA_PG_DSN is longer than %zu bytes", sizeof c->pg.dsn - 1);
+            return CORE_EINVAL;
+        }
+        snprintf(c->pg.dsn, sizeof c->pg.dsn, "%s", v);
+    }
     if ((v = getenv("CIRCA_LOG_LEVEL")) && *v) {
         if (core_log_level_parse(v) < 0) {
             snprintf(err, errlen, "CIRCA_LOG_LEVEL must be debug, info, warn or error");
@@ -252,6 +271,15 @@ int core_config_check(const core_config *c, char *err, size_t errlen)
         why = "password_iterations must be at least 1000";
     else if (c->grant_ttl_s < 1)
         why = "grant_ttl_s must be positive";
+    else if (c->pg.sslmode[0] && strcmp(c->pg.sslmode, "disable") &&
+             strcmp(c->pg.sslmode, "allow") && strcmp(c->pg.sslmode, "prefer") &&
+             strcmp(c->pg.sslmode, "require") && strcmp(c->pg.sslmode, "verify-ca") &&
+             strcmp(c->pg.sslmode, "verify-full"))
+        why = "pg.sslmode must be disable, allow, prefer, require, verify-ca or verify-full";
+    else if (c->pg.high_water < 1000)
+        why = "pg.high_water must be at least 1000";
+    else if (c->pg.batch < 1 || c->pg.batch > 100000)
+        why = "pg.batch must be from 1 to 100000";
     if (why) {
         snprintf(err, errlen, "config: %s", why);
         return CORE_EINVAL;

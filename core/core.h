@@ -163,6 +163,13 @@ typedef struct core_config {
     uint32_t password_iterations;
     int grant_ttl_s;
     char content_base_url[512];
+    struct {
+        char dsn[2048];   /* libpq connection string; empty: write-behind off */
+        char sslmode[16]; /* overrides the DSN's sslmode when set */
+        char sslrootcert[1024];
+        uint64_t high_water; /* unflushed commands at which writes are refused */
+        uint32_t batch;      /* commands per PostgreSQL transaction */
+    } pg;
 } core_config;
 
 void core_config_default(core_config *c);
@@ -288,7 +295,9 @@ typedef struct apply_result {
 void apply_result_clear(apply_result *r);
 
 struct store_txn;
-int apply(struct store_txn *txn, uint64_t index, const cmd *c, apply_result *res);
+/* enc is c as the log holds it; it goes into the command's outbox entry */
+int apply(struct store_txn *txn, uint64_t index, const cmd *c, const uint8_t *enc, size_t enc_len,
+          apply_result *res);
 /* a stored hold with its live queue position; malloc'd JSON */
 char *apply_hold_render(struct store_txn *t, const void *data, size_t len, size_t *outlen);
 /* the stored answer to c's idempotency key (1, res filled: a replay, or 422

@@ -269,6 +269,15 @@ int propose(req_ctx *c, cmd *cm)
         return reply_problem(c, 503, "unavailable", "this node is shutting down; retry on another",
                              NULL);
     }
+    if (wb_backlogged(c->a->srv->wb)) {
+        /* PostgreSQL is behind by the high-water mark: accept no write it could lose sight of */
+        evhttp_add_header(evhttp_request_get_output_headers(c->req), "Retry-After", "5");
+        atomic_fetch_add(&c->a->srv->wb_refused, 1);
+        return reply_problem(c, 503, "write-behind-backlog",
+                             "writes are paused: PostgreSQL, the system of record, is too far "
+                             "behind; reads still work, retry later",
+                             NULL);
+    }
     cm->ts_ms = core_now_ms();
     cm->actor = c->who.id;
     cm->actor_role = (uint8_t)c->who.role;
@@ -521,6 +530,56 @@ static int h_readyz(req_ctx *c, const core_uuid *id)
     return 0;
 }
 
+static void metrics_wb(http_server *s, struct evbuffer *b)
+{
+    wb_stats w;
+    MDB_stat ms;
+    store_txn t;
+    size_t entries = 0, bytes = 0;
+
+    wb_stats_get(s->wb, &w);
+    if (store_begin(s->st, 0, &t) == 0) {
+        if (mdb_stat(t.txn, store_dbi(s->st, DB_OUTBOX), &ms) == 0) {
+            entries = ms.ms_entries;
+            bytes = (ms.ms_branch_pages + ms.ms_leaf_pages + ms.ms_overflow_pages) * ms.ms_psize;
+        }
+        store_abort(&t);
+    }
+    evbuffer_add_printf(
+        b,
+        "# HELP circa_wb_enabled 1 when write-behind to PostgreSQL is configured.\n"
+        "# TYPE circa_wb_enabled gauge\ncirca_wb_enabled %d\n"
+        "# HELP circa_wb_connected 1 while the flusher holds a PostgreSQL connection.\n"
+        "# TYPE circa_wb_connected gauge\ncirca_wb_connected %d\n"
+        "# HELP circa_wb_flushed_index Newest log index PostgreSQL has.\n"
+        "# TYPE circa_wb_flushed_index gauge\ncirca_wb_flushed_index %llu\n"
+        "# HELP circa_wb_lag_entries Durable commands PostgreSQL does not have yet.\n"
+        "# TYPE circa_wb_lag_entries gauge\ncirca_wb_lag_entries %llu\n"
+        "# HELP circa_wb_lag_seconds Age of the oldest command PostgreSQL does not have yet.\n"
+        "# TYPE circa_wb_lag_seconds gauge\ncirca_wb_lag_seconds %.3f\n"
+        "# HELP circa_wb_high_water Lag in commands at which writes are refused.\n"
+        "# TYPE circa_wb_high_water gauge\ncirca_wb_high_water %llu\n"
+        "# HELP circa_wb_outbox_entries Entries in the LMDB outbox.\n"
+        "# TYPE circa_wb_outbox_entries gauge\ncirca_wb_outbox_entries %zu\n"
+        "# HELP circa_wb_outbox_bytes Pages the LMDB outbox occupies, in bytes.\n"
+        "# TYPE circa_wb_outbox_bytes gauge\ncirca_wb_outbox_bytes %zu\n"
+        "# HELP circa_wb_commands_total Commands written to PostgreSQL.\n"
+        "# TYPE circa_wb_commands_total counter\ncirca_wb_commands_total %llu\n"
+        "# HELP circa_wb_rows_total Table rows upserted into PostgreSQL.\n"
+        "# TYPE circa_wb_rows_total counter\ncirca_wb_rows_total %llu\n"
+        "# HELP circa_wb_batches_total PostgreSQL transactions committed by the flusher.\n"
+        "# TYPE circa_wb_batches_total counter\ncirca_wb_batches_total %llu\n"
+        "# HELP circa_wb_errors_total Failed flush attempts.\n"
+        "# TYPE circa_wb_errors_total counter\ncirca_wb_errors_total %llu\n"
+        "# HELP circa_wb_refused_writes_total Writes refused at the high-water mark.\n"
+        "# TYPE circa_wb_refused_writes_total counter\ncirca_wb_refused_writes_total %llu\n",
+        s->wb != NULL, w.connected, (unsigned long long)w.flushed_index,
+        (unsigned long long)w.lag_entries, w.lag_seconds, (unsigned long long)w.high_water, entries,
+        bytes, (unsigned long long)w.commands_total, (unsigned long long)w.rows_total,
+        (unsigned long long)w.batches_total, (unsigned long long)w.errors_total,
+        (unsigned long long)atomic_load(&s->wb_refused));
+}
+
 int h_metrics(req_ctx *c, const core_uuid *id)
 {
     http_server *s = c->a->srv;
@@ -596,6 +655,7 @@ int h_metrics(req_ctx *c, const core_uuid *id)
                         "# HELP circa_inflight_writes Requests waiting for the writer.\n"
                         "# TYPE circa_inflight_writes gauge\ncirca_inflight_writes %ld\n",
                         atomic_load(&s->inflight));
+    metrics_wb(s, b);
     reply_buf(c, 200, "text/plain; version=0.0.4", b);
     return 0;
 }
@@ -771,7 +831,7 @@ static int load_keys(http_server *s, char *err, size_t errlen)
     return 0;
 }
 
-int http_start(const core_config *cfg, store *st, repl *rp, http_server **out, char *err,
+int http_start(const core_config *cfg, store *st, repl *rp, wb *w, http_server **out, char *err,
                size_t errlen)
 {
     http_server *s = calloc(1, sizeof *s);
@@ -782,6 +842,7 @@ int http_start(const core_config *cfg, store *st, repl *rp, http_server **out, c
     s->cfg = cfg;
     s->st = st;
     s->rp = rp;
+    s->wb = w;
     if ((rc = load_keys(s, err, errlen)))
         goto fail;
     auth_config ac = {

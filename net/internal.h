@@ -126,6 +126,7 @@ struct http_server {
     const core_config *cfg;
     store *st;
     repl *rp;
+    wb *wb; /* NULL: write-behind off */
     auth_verifier *verifier;
     rl *limiter, *login_limiter;
     hasher *hasher;
@@ -135,6 +136,7 @@ struct http_server {
     http_actor *actors;
     _Atomic int draining;
     _Atomic long inflight;
+    _Atomic uint64_t wb_refused; /* writes refused at the high-water mark */
 };
 
 /* ---- replies (http.c) ---- */

@@ -17,7 +17,9 @@ typedef struct http_server http_server;
 
 enum { HTTP_OK = 0, HTTP_EBIND = -20, HTTP_ECONFIG = -21 };
 
-int http_start(const core_config *cfg, store *st, repl *rp, http_server **out, char *err,
+/* w may be NULL (write-behind off); with it, writes are refused while its
+ * backlog is past the high-water mark */
+int http_start(const core_config *cfg, store *st, repl *rp, wb *w, http_server **out, char *err,
                size_t errlen);
 /* readyz answers 503, listeners close, new writes answer 503 and every
  * answer closes its connection; reads keep working */

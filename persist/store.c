@@ -19,9 +19,9 @@ struct store {
 };
 
 static const char *db_names[DB__COUNT] = {
-    "meta",     "log",    "users",  "creds",   "emails",    "apikeys",  "resources",
-    "res_type", "loans",  "uloans", "uactive", "copies",    "due",      "holds",
-    "rholds",   "uholds", "hready", "idem",    "idem_time", "stat_day", "stat_res",
+    "meta",   "log",    "users",     "creds",    "emails",   "apikeys", "resources", "res_type",
+    "loans",  "uloans", "uactive",   "copies",   "due",      "holds",   "rholds",    "uholds",
+    "hready", "idem",   "idem_time", "stat_day", "stat_res", "outbox",
 };
 
 int store_open(const char *dir, uint64_t map_size, int flags, store **out)
@@ -101,6 +101,7 @@ int store_begin(store *st, int write, store_txn *t)
 {
     t->st = st;
     t->txn = NULL;
+    t->touch = NULL;
     return mdb_txn_begin(st->env, NULL, write ? 0 : MDB_RDONLY, &t->txn) ? CORE_EIO : 0;
 }
 
@@ -142,7 +143,9 @@ int store_put(store_txn *t, int db, const void *k, size_t kl, const void *v, siz
     int rc = mdb_put(t->txn, t->st->dbi[db], &key, &val, 0);
     if (rc == MDB_MAP_FULL)
         return CORE_ERANGE;
-    return rc ? CORE_EIO : 0;
+    if (rc)
+        return CORE_EIO;
+    return t->touch ? store_touch_add(t->touch, db, k, kl) : 0;
 }
 
 int store_del(store_txn *t, int db, const void *k, size_t kl)
@@ -151,7 +154,9 @@ int store_del(store_txn *t, int db, const void *k, size_t kl)
     int rc = mdb_del(t->txn, t->st->dbi[db], &key, NULL);
     if (rc == MDB_NOTFOUND)
         return CORE_ENOENT;
-    return rc ? CORE_EIO : 0;
+    if (rc)
+        return CORE_EIO;
+    return t->touch ? store_touch_add(t->touch, db, k, kl) : 0;
 }
 
 uint64_t store_meta_u64(store_txn *t, const char *name)

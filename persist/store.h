@@ -42,14 +42,23 @@ enum store_db {
     DB_IDEM_TIME, /* ts u64 BE + actor id + key -> "" */
     DB_STAT_DAY,  /* "YYYY-MM-DD" -> checkouts u64, returns u64 */
     DB_STAT_RES,  /* resource id -> checkouts u64 */
+    DB_OUTBOX,    /* log index u64 BE -> outbox entry (see store_ob_*) */
     DB__COUNT
 };
 
 typedef struct store store;
 
+/* Keys of the rows a command changed, for its outbox entry. */
+typedef struct store_touch {
+    struct store_touched *e;
+    int n, cap;
+    int failed; /* out of memory: the entry cannot be written */
+} store_touch;
+
 typedef struct store_txn {
     MDB_txn *txn;
     store *st;
+    store_touch *touch; /* set by apply(): puts and deletes of rows are recorded */
 } store_txn;
 
 typedef struct store_info {
@@ -91,6 +100,50 @@ int store_signing_key_put(store_txn *t, const uint8_t key[32]);
 int store_policy(store_txn *t, core_policy *p);
 int store_policy_put(store_txn *t, const core_policy *p);
 int store_meta_put_u64(store_txn *t, const char *name, uint64_t v);
+
+/*
+ * The outbox: one entry per applied command, written by apply() in the
+ * command's own transaction, keyed by its log index. An entry holds the
+ * encoded command, its status, and the image after the command of every
+ * row it changed in DB_USERS, DB_APIKEYS, DB_RES, DB_LOANS and DB_HOLDS
+ * (or a deletion). Write-behind reads entries in index order; the writer
+ * trims them once PostgreSQL has them.
+ *
+ *   u8 version=1, u16 status, u32 cmd_len, cmd, u32 rows,
+ *   rows: u8 db, u8 key_len, key, u8 present, [u32 len, value]
+ */
+#define STORE_OB_VERSION 1
+
+int store_touch_add(store_touch *tc, int db, const void *k, size_t kl);
+void store_touch_free(store_touch *tc);
+/* writes the entry for index from the current values of the touched keys */
+int store_ob_put(store_txn *t, uint64_t index, int status, const uint8_t *enc, size_t enc_len,
+                 store_touch *tc);
+/* deletes entries with index <= upto, at most max of them */
+int store_ob_trim(store_txn *t, uint64_t upto, int max);
+
+typedef struct store_ob {
+    int status;
+    const uint8_t *cmd;
+    size_t cmd_len;
+    uint32_t rows;
+    uint32_t left; /* rows not yet read */
+    const uint8_t *p, *end;
+} store_ob;
+
+typedef struct store_ob_row {
+    int db;
+    const uint8_t *key;
+    size_t key_len;
+    int present; /* 0: the row was deleted */
+    const char *val;
+    size_t val_len;
+} store_ob_row;
+
+/* 0, or CORE_EINVAL for a malformed entry */
+int store_ob_open(const void *data, size_t len, store_ob *o);
+/* 1 with the next row, 0 at the end, CORE_EINVAL when malformed */
+int store_ob_next(store_ob *o, store_ob_row *r);
 
 /* makes every committed transaction durable (no-op with STORE_NOSYNC) */
 int store_sync(store *st);

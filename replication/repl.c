@@ -17,6 +17,8 @@
  */
 #include "replication/repl.h"
 
+#include "persist/wb.h"
+
 #include <event2/event.h>
 #include <openssl/rand.h>
 #include <pthread.h>
@@ -26,12 +28,15 @@
 #define REPL_MAX_BATCH 4096
 #define LOG_KEEP       100000
 #define TICK_S         30
+#define OB_TRIM_MAX    20000 /* outbox entries deleted per trim pass */
 
 struct repl {
     store *st;
+    wb *wb;
     core_inbox *in;
     struct event_base *base;
-    struct event *wake, *tick;
+    struct event *wake, *tick, *trim;
+    _Atomic uint64_t committed; /* last index of the newest committed batch */
     pthread_t thread, syncer;
     /* committed batches waiting for the sync thread */
     pthread_mutex_t mu;
@@ -62,7 +67,8 @@ static int log_apply(store_txn *parent, const uint8_t *enc, size_t len, const cm
     idx = store_meta_u64(&child, "log_last") + 1;
     store_be64(k, idx);
     if ((rc = store_put(&child, DB_LOG, k, 8, enc, len)) ||
-        (rc = store_meta_put_u64(&child, "log_last", idx)) || (rc = apply(&child, idx, c, res))) {
+        (rc = store_meta_put_u64(&child, "log_last", idx)) ||
+        (rc = apply(&child, idx, c, enc, len, res))) {
         if (nested)
             store_abort(&child);
         apply_result_clear(res);
@@ -83,7 +89,9 @@ static void log_trim(store_txn *t, int max)
     uint8_t k[8];
     if (!first)
         first = 1;
-    while (max-- > 0 && last > LOG_KEEP && first <= last - LOG_KEEP) {
+    if (last <= LOG_KEEP || first > last - LOG_KEEP)
+        return;
+    while (max-- > 0 && first <= last - LOG_KEEP) {
         store_be64(k, first);
         store_del(t, DB_LOG, k, 8);
         first++;
@@ -102,7 +110,7 @@ static void fail_result(apply_result *res, int rc)
                      NULL, &res->body_len);
 }
 
-int repl_apply_local(store *st, const cmd *c, apply_result *res)
+static int apply_local(store *st, const cmd *c, apply_result *res, uint64_t *index)
 {
     store_txn t;
     core_buf enc = {0};
@@ -125,6 +133,34 @@ int repl_apply_local(store *st, const cmd *c, apply_result *res)
         apply_result_clear(res);
         return CORE_EIO;
     }
+    *index = idx;
+    return 0;
+}
+
+int repl_apply_local(store *st, const cmd *c, apply_result *res)
+{
+    uint64_t idx;
+    return apply_local(st, c, res, &idx);
+}
+
+int repl_restore_apply(store_txn *t, uint64_t index, const uint8_t *enc, size_t len)
+{
+    apply_result res;
+    uint64_t idx;
+    cmd c;
+    int rc;
+
+    if (cmd_decode(enc, len, &c))
+        return CORE_EINVAL;
+    if (store_meta_u64(t, "log_last") + 1 != index)
+        return CORE_ERANGE;
+    if ((rc = log_apply(t, enc, len, &c, &res, &idx, 0)))
+        return rc;
+    apply_result_clear(&res);
+    /* PostgreSQL has this command already; keep the newest LOG_KEEP entries */
+    if ((rc = store_ob_trim(t, index, 1)))
+        return rc;
+    log_trim(t, 1);
     return 0;
 }
 
@@ -180,12 +216,15 @@ static void run_batch(repl *r, int n)
         for (int i = 0; i < n; i++)
             fail_result(&r->batch[i]->res, rc);
     } else {
+        uint64_t last = store_meta_u64(&t, "log_last");
         log_trim(&t, n);
+        store_ob_trim(&t, wb_trim_upto(r->wb), n + 64);
         if (store_commit(&t)) {
             core_log(LOG_ERROR, "batch commit failed", "\"commands\":%d", n);
             for (int i = 0; i < n; i++)
                 fail_result(&r->batch[i]->res, CORE_EIO);
-        }
+        } else
+            atomic_store(&r->committed, last);
     }
     record_batch(r, n);
     pthread_mutex_lock(&r->mu);
@@ -212,11 +251,14 @@ static void *syncer_main(void *arg)
         r->pending_tail = &r->pending;
         int stop = r->sync_stop;
         pthread_mutex_unlock(&r->mu);
+        /* every batch committed before the sync is durable after it */
+        uint64_t committed = atomic_load(&r->committed);
         if (q && store_sync(r->st)) {
             core_log(LOG_ERROR, "sync failed: answering the batch with errors", NULL);
             for (repl_req *e = q; e; e = e->next_in_batch)
                 fail_result(&e->res, CORE_EIO);
-        }
+        } else if (q)
+            wb_durable(r->wb, committed);
         while (q) {
             repl_req *next = q->next_in_batch;
             core_inbox_push(q->reply_to, &q->link);
@@ -256,8 +298,37 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     repl *r = arg;
     cmd c = {.type = CMD_TICK, .ts_ms = core_now_ms(), .actor_role = ROLE_SERVICE};
     apply_result res;
-    if (repl_apply_local(r->st, &c, &res) == 0)
+    uint64_t idx;
+    if (apply_local(r->st, &c, &res, &idx) == 0) {
         apply_result_clear(&res);
+        wb_durable(r->wb, idx);
+    }
+}
+
+/* deletes outbox entries PostgreSQL has, also while no writes come in */
+static void on_trim(evutil_socket_t fd, short what, void *arg)
+{
+    repl *r = arg;
+    uint64_t upto = wb_trim_upto(r->wb);
+    store_txn t;
+    MDB_val k, v;
+    MDB_cursor *cur;
+    int due = 0;
+
+    if (store_begin(r->st, 0, &t))
+        return;
+    if (mdb_cursor_open(t.txn, store_dbi(r->st, DB_OUTBOX), &cur) == 0) {
+        due = mdb_cursor_get(cur, &k, &v, MDB_FIRST) == 0 && k.mv_size == 8 &&
+              store_rd64(k.mv_data) <= upto;
+        mdb_cursor_close(cur);
+    }
+    store_abort(&t);
+    if (!due || store_begin(r->st, 1, &t))
+        return;
+    if (store_ob_trim(&t, upto, OB_TRIM_MAX))
+        store_abort(&t);
+    else
+        store_commit(&t);
 }
 
 static void *writer_main(void *arg)
@@ -317,18 +388,24 @@ static void stop_syncer(repl *r)
     pthread_join(r->syncer, NULL);
 }
 
-int repl_start(store *st, const core_config *cfg, repl **out)
+int repl_start(store *st, const core_config *cfg, wb *w, repl **out)
 {
-    struct timeval tv = {TICK_S, 0};
+    struct timeval tv = {TICK_S, 0}, trim_tv = {1, 0};
+    store_info si;
     repl *r;
     int rc;
 
     if ((rc = repl_prepare(st, cfg)))
         return rc;
+    /* what the store holds at start may be flushed: make it durable first */
+    if ((rc = store_sync(st)) || (rc = store_info_get(st, &si)))
+        return rc;
+    wb_durable(w, si.applied_index);
     r = calloc(1, sizeof *r);
     if (!r)
         return CORE_ENOMEM;
     r->st = st;
+    r->wb = w;
     r->stop_msg.type = MSG_STOP;
     r->pending_tail = &r->pending;
     pthread_mutex_init(&r->mu, NULL);
@@ -337,7 +414,9 @@ int repl_start(store *st, const core_config *cfg, repl **out)
         goto fail;
     r->wake = event_new(r->base, core_inbox_fd(r->in), EV_READ | EV_PERSIST, on_wake, r);
     r->tick = event_new(r->base, -1, EV_PERSIST, on_tick, r);
-    if (!r->wake || !r->tick || event_add(r->wake, NULL) || event_add(r->tick, &tv))
+    r->trim = event_new(r->base, -1, EV_PERSIST, on_trim, r);
+    if (!r->wake || !r->tick || !r->trim || event_add(r->wake, NULL) || event_add(r->tick, &tv) ||
+        event_add(r->trim, &trim_tv))
         goto fail;
     if (pthread_create(&r->syncer, NULL, syncer_main, r))
         goto fail;
@@ -352,6 +431,8 @@ fail:
         event_free(r->wake);
     if (r->tick)
         event_free(r->tick);
+    if (r->trim)
+        event_free(r->trim);
     if (r->base)
         event_base_free(r->base);
     core_inbox_free(r->in);
@@ -376,6 +457,7 @@ void repl_stop(repl *r)
     stop_syncer(r);
     event_free(r->wake);
     event_free(r->tick);
+    event_free(r->trim);
     event_base_free(r->base);
     core_inbox_free(r->in);
     pthread_mutex_destroy(&r->mu);

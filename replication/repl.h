@@ -12,6 +12,7 @@
 
 #include "core/core.h"
 #include "persist/store.h"
+#include "persist/wb.h"
 
 typedef struct repl repl;
 
@@ -38,8 +39,9 @@ typedef struct repl_stats {
 /* Bootstraps the signing key of a new data directory and sets the policy
  * from cfg when it differs. */
 int repl_prepare(store *st, const core_config *cfg);
-/* repl_prepare(), then starts the writer thread. */
-int repl_start(store *st, const core_config *cfg, repl **out);
+/* repl_prepare(), then starts the writer thread. w (NULL when write-behind
+ * is off) hears which entries are durable and says which may be trimmed. */
+int repl_start(store *st, const core_config *cfg, wb *w, repl **out);
 void repl_submit(repl *r, repl_req *q);
 /* Applies what is queued, stops the thread and frees r. */
 void repl_stop(repl *r);
@@ -48,5 +50,8 @@ void repl_stats_get(repl *r, repl_stats *s);
 /* Appends and applies one command in its own transaction, for tools that
  * write to a data directory (circa user add) and for start-up. */
 int repl_apply_local(store *st, const cmd *c, apply_result *res);
+/* Appends the encoded command at index (the next one) and applies it in
+ * t, for `circa restore`; the command's outbox entry is dropped at once. */
+int repl_restore_apply(store_txn *t, uint64_t index, const uint8_t *enc, size_t len);
 
 #endif

@@ -1175,7 +1175,7 @@ Test(apply, far_future_clock)
         store_txn t;
         apply_result res;
         cr_assert_eq(store_begin(st, 1, &t), 0);
-        cr_assert_eq(apply(&t, 1000 + i, &c, &res), 0);
+        cr_assert_eq(apply(&t, 1000 + i, &c, (const uint8_t *)"log bytes", 9, &res), 0);
         cr_assert_eq(res.status, 201);
         json_error_t je;
         json_t *j = json_loadb(res.body, res.body_len, 0, &je);
@@ -1187,4 +1187,154 @@ Test(apply, far_future_clock)
         apply_result_clear(&res);
         store_abort(&t);
     }
+}
+
+/* ---- outbox ---- */
+
+typedef struct seen_key {
+    int db;
+    uint8_t key[32];
+    size_t len;
+} seen_key;
+
+/* Newest image first: the first row seen for a key is what PostgreSQL must
+ * end with. Replaying the outbox must give the tracked tables exactly. */
+Test(apply, outbox_rows_rebuild_the_tracked_tables)
+{
+    static const int tracked[] = {DB_USERS, DB_APIKEYS, DB_RES, DB_LOANS, DB_HOLDS};
+    static seen_key seen[4096];
+    size_t nseen = 0, present = 0;
+    store_txn t;
+    MDB_cursor *cur;
+    MDB_val k, v;
+
+    run_script();
+    cr_assert_eq(store_begin(st, 0, &t), 0);
+    uint64_t last = store_meta_u64(&t, "log_last");
+    cr_assert_eq(mdb_cursor_open(t.txn, store_dbi(st, DB_OUTBOX), &cur), 0);
+    uint64_t expect = last;
+    int rc = mdb_cursor_get(cur, &k, &v, MDB_LAST);
+    while (rc == 0) {
+        store_ob o;
+        store_ob_row r;
+        MDB_val logv;
+        int n;
+        cr_assert_eq(store_rd64(k.mv_data), expect, "an outbox entry is missing");
+        cr_assert_eq(store_ob_open(v.mv_data, v.mv_size, &o), 0);
+        /* the entry carries the command exactly as the log holds it */
+        cr_assert_eq(store_get(&t, DB_LOG, k.mv_data, 8, &logv), 0);
+        cr_assert_eq(o.cmd_len, logv.mv_size);
+        cr_assert(memcmp(o.cmd, logv.mv_data, o.cmd_len) == 0);
+        cr_assert(o.status >= 200 && o.status < 600);
+        while ((n = store_ob_next(&o, &r)) == 1) {
+            size_t i;
+            for (i = 0; i < nseen; i++)
+                if (seen[i].db == r.db && seen[i].len == r.key_len &&
+                    memcmp(seen[i].key, r.key, r.key_len) == 0)
+                    break;
+            if (i < nseen)
+                continue; /* a newer entry already decided this row */
+            cr_assert_lt(nseen, 4096);
+            seen[nseen].db = r.db;
+            seen[nseen].len = r.key_len;
+            memcpy(seen[nseen].key, r.key, r.key_len);
+            nseen++;
+            MDB_val cur_v;
+            int found = store_get(&t, r.db, r.key, r.key_len, &cur_v) == 0;
+            cr_assert_eq(found, r.present, "db %d: row presence differs from the state", r.db);
+            if (found) {
+                present++;
+                cr_assert_eq(cur_v.mv_size, r.val_len);
+                cr_assert(memcmp(cur_v.mv_data, r.val, r.val_len) == 0,
+                          "db %d: newest image is not the stored row", r.db);
+            }
+        }
+        cr_assert_eq(n, 0, "entry %llu is malformed", (unsigned long long)expect);
+        expect--;
+        rc = mdb_cursor_get(cur, &k, &v, MDB_PREV);
+    }
+    cr_assert_eq(expect, 0, "entries from 1 to the last index");
+    /* and nothing in the tracked tables escaped the outbox */
+    size_t rows = 0;
+    for (size_t i = 0; i < sizeof tracked / sizeof tracked[0]; i++)
+        rows += db_entries(tracked[i]);
+    cr_assert_eq(present, rows, "%zu rows in the tables, %zu in the outbox", rows, present);
+    cr_assert_gt(rows, 10);
+    mdb_cursor_close(cur);
+    store_abort(&t);
+}
+
+Test(apply, outbox_entries_parse_strictly_and_trim)
+{
+    store_txn t;
+    MDB_val v;
+    uint8_t k[8];
+
+    run_script();
+    cr_assert_eq(store_begin(st, 1, &t), 0);
+    uint64_t last = store_meta_u64(&t, "log_last");
+    store_be64(k, last);
+    cr_assert_eq(store_get(&t, DB_OUTBOX, k, 8, &v), 0);
+    /* every truncation of a valid entry is refused somewhere, never read past */
+    for (size_t cut = 0; cut < v.mv_size; cut++) {
+        uint8_t *copy = malloc(cut ? cut : 1);
+        store_ob o;
+        store_ob_row r;
+        int n = 0;
+        memcpy(copy, v.mv_data, cut);
+        if (store_ob_open(copy, cut, &o) == 0)
+            while ((n = store_ob_next(&o, &r)) == 1)
+                ;
+        else
+            n = -1;
+        cr_assert_lt(n, 0, "a %zu-byte prefix of a %zu-byte entry was accepted", cut, v.mv_size);
+        free(copy);
+    }
+    /* trimming deletes in index order, at most max entries, never past upto */
+    cr_assert_eq(store_ob_trim(&t, 5, 3), 0);
+    store_be64(k, 3);
+    cr_assert_eq(store_get(&t, DB_OUTBOX, k, 8, &v), CORE_ENOENT);
+    store_be64(k, 4);
+    cr_assert_eq(store_get(&t, DB_OUTBOX, k, 8, &v), 0);
+    cr_assert_eq(store_ob_trim(&t, 5, 100), 0);
+    cr_assert_eq(store_get(&t, DB_OUTBOX, k, 8, &v), CORE_ENOENT);
+    store_be64(k, 6);
+    cr_assert_eq(store_get(&t, DB_OUTBOX, k, 8, &v), 0);
+    store_abort(&t);
+}
+
+/* what `circa restore` does: the log replayed into an empty store gives the
+ * same state, byte for byte, and an empty outbox */
+Test(apply, restore_replay_reproduces_the_state)
+{
+    store *src = st, *dst = open_fresh(1);
+    store_txn ts, td;
+
+    run_script();
+    cr_assert_eq(store_begin(src, 0, &ts), 0);
+    uint64_t last = store_meta_u64(&ts, "log_last");
+    cr_assert_eq(store_begin(dst, 1, &td), 0);
+    for (uint64_t i = 1; i <= last; i++) {
+        uint8_t k[8];
+        MDB_val v;
+        store_be64(k, i);
+        cr_assert_eq(store_get(&ts, DB_LOG, k, 8, &v), 0);
+        cr_assert_eq(repl_restore_apply(&td, i, v.mv_data, v.mv_size), 0, "command %llu",
+                     (unsigned long long)i);
+    }
+    /* an index out of order is refused */
+    {
+        uint8_t k[8];
+        MDB_val v;
+        store_be64(k, 1);
+        cr_assert_eq(store_get(&ts, DB_LOG, k, 8, &v), 0);
+        cr_assert_eq(repl_restore_apply(&td, last + 2, v.mv_data, v.mv_size), CORE_ERANGE);
+    }
+    cr_assert_eq(store_commit(&td), 0);
+    store_abort(&ts);
+    for (int db = 0; db < DB__COUNT; db++)
+        if (db != DB_OUTBOX)
+            compare_db(src, dst, db);
+    st = dst;
+    cr_assert_eq(db_entries(DB_OUTBOX), 0);
 }

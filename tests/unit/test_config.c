@@ -23,6 +23,7 @@ static void cleanup(void)
     unsetenv("CIRCA_DATA");
     unsetenv("CIRCA_THREADS");
     unsetenv("CIRCA_LOG_LEVEL");
+    unsetenv("CIRCA_PG_DSN");
 }
 
 TestSuite(config, .init = cleanup, .fini = cleanup);
@@ -296,4 +297,50 @@ Test(config, check_failures)
                       err, sizeof err),
                  0, "%s", err);
     cr_assert_eq(core_config_check(&c, err, sizeof err), 0, "%s", err);
+}
+
+Test(config, postgres_settings)
+{
+    core_config c;
+    char err[256];
+
+    core_config_default(&c);
+    cr_assert_str_eq(c.pg.dsn, "", "write-behind is off by default");
+    cr_assert_eq(c.pg.high_water, 1000000);
+    cr_assert_eq(c.pg.batch, 2000);
+    cr_assert_eq(load(&c,
+                      "{\"pg\": {\"dsn\": \"host=db dbname=circa\", \"sslmode\": \"verify-full\","
+                      " \"sslrootcert\": \"/etc/ca.pem\", \"high_water\": 5000, \"batch\": 100}}",
+                      err, sizeof err),
+                 0, "%s", err);
+    cr_assert_str_eq(c.pg.dsn, "host=db dbname=circa");
+    cr_assert_str_eq(c.pg.sslmode, "verify-full");
+    cr_assert_str_eq(c.pg.sslrootcert, "/etc/ca.pem");
+    cr_assert_eq(c.pg.high_water, 5000);
+    cr_assert_eq(c.pg.batch, 100);
+    cr_assert_eq(core_config_check(&c, err, sizeof err), 0, "%s", err);
+
+    cr_assert_neq(load(&c, "{\"pg\": {\"dns\": \"x\"}}", err, sizeof err), 0);
+    cr_assert(strstr(err, "pg.dns"), "%s", err);
+    cr_assert_neq(load(&c, "{\"pg\": \"host=db\"}", err, sizeof err), 0);
+
+    cr_assert_eq(load(&c, "{\"pg\": {\"sslmode\": \"sometimes\"}}", err, sizeof err), 0);
+    cr_assert_neq(core_config_check(&c, err, sizeof err), 0);
+    cr_assert(strstr(err, "pg.sslmode"), "%s", err);
+    cr_assert_eq(load(&c, "{\"pg\": {\"high_water\": 10}}", err, sizeof err), 0);
+    cr_assert_neq(core_config_check(&c, err, sizeof err), 0);
+    cr_assert(strstr(err, "pg.high_water"), "%s", err);
+    cr_assert_eq(load(&c, "{\"pg\": {\"batch\": 0}}", err, sizeof err), 0);
+    cr_assert_neq(core_config_check(&c, err, sizeof err), 0);
+
+    core_config_default(&c);
+    setenv("CIRCA_PG_DSN", "host=127.0.0.1 password=secret", 1);
+    cr_assert_eq(core_config_load_env(&c, err, sizeof err), 0);
+    cr_assert_str_eq(c.pg.dsn, "host=127.0.0.1 password=secret");
+    char big[4096];
+    memset(big, 'a', sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    setenv("CIRCA_PG_DSN", big, 1);
+    cr_assert_neq(core_config_load_env(&c, err, sizeof err), 0);
+    cr_assert(strstr(err, "CIRCA_PG_DSN"), "%s", err);
 }

@@ -265,7 +265,7 @@ Test(writer, many_proposers_every_reply_once, .timeout = 120)
     cr_assert_not_null(mkdtemp(g_dir));
     cr_assert_eq(store_open(g_dir, 256 << 20, STORE_NOSYNC, &st), 0);
     core_config_default(&cfg);
-    cr_assert_eq(repl_start(st, &cfg, &r), 0);
+    cr_assert_eq(repl_start(st, &cfg, NULL, &r), 0);
 
     sub_arg args[SUBMITTERS];
     pthread_t th[SUBMITTERS];

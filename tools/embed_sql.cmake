@@ -1,0 +1,23 @@
+# Turns schema/sql/NNN_name.sql into a C array of migrations (wb_sql.c), so
+# `circa migrate` needs no files beside the binary.
+#   cmake -DOUT=file.c -DSQL_DIR=dir -P embed_sql.cmake
+file(GLOB files "${SQL_DIR}/*.sql")
+list(SORT files)
+set(body "/* generated from schema/sql by tools/embed_sql.cmake */\n#include \"persist/wb.h\"\n\n")
+set(table "const wb_migration wb_migrations[] = {\n")
+set(n 0)
+foreach(f ${files})
+  get_filename_component(name ${f} NAME)
+  if(NOT name MATCHES "^([0-9]+)_.*\\.sql$")
+    message(FATAL_ERROR "${name}: migrations are named NNN_description.sql")
+  endif()
+  math(EXPR version "${CMAKE_MATCH_1}")
+  file(READ ${f} hex HEX)
+  string(REGEX REPLACE "([0-9a-f][0-9a-f])" "0x\\1," bytes "${hex}")
+  string(APPEND body "static const char m${n}[] = {${bytes}0};\n")
+  string(APPEND table "    {${version}, \"${name}\", m${n}},\n")
+  math(EXPR n "${n} + 1")
+endforeach()
+string(APPEND table "};\nconst int wb_nmigrations = ${n};\n")
+file(WRITE ${OUT}.tmp "${body}\n${table}")
+file(COPY_FILE ${OUT}.tmp ${OUT} ONLY_IF_DIFFERENT)
