@@ -32,6 +32,8 @@ def main():
     import harness
     harness.BIN = binpath
     harness.KEEP = args.keep
+    import pgfix
+    pgfix.KEEP = args.keep
 
     passed = failed = 0
     sanitizer_seen, problems_seen = {}, {}
