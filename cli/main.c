@@ -133,6 +133,21 @@ static int set_dsn(core_config *cfg, const char *dsn)
     return 0;
 }
 
+/* the DSN flag over the loaded configuration, then the check: 0 or an exit code */
+static int finish_config(core_config *cfg, const char *dsn, const char *usage, const char *flag)
+{
+    char err[512];
+    if (dsn && set_dsn(cfg, dsn)) {
+        snprintf(err, sizeof err, "%s is too long", flag);
+        return usage_error(usage, err);
+    }
+    if (core_config_check(cfg, err, sizeof err)) {
+        fprintf(stderr, "circa: %s\n", err);
+        return 2;
+    }
+    return 0;
+}
+
 static int cmd_serve(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -187,12 +202,8 @@ static int cmd_serve(int argc, char **argv)
             return usage_error(usage_serve, "--threads must be a number from 1 to 256");
         cfg.threads = (int)n;
     }
-    if (pg && set_dsn(&cfg, pg))
-        return usage_error(usage_serve, "--pg is too long");
-    if (core_config_check(&cfg, err, sizeof err)) {
-        fprintf(stderr, "circa: %s\n", err);
-        return 2;
-    }
+    if ((rc = finish_config(&cfg, pg, usage_serve, "--pg")))
+        return rc;
     core_log_set_level(cfg.log_level);
 
     sigemptyset(&sigs);
@@ -530,14 +541,10 @@ static int cmd_migrate(int argc, char **argv)
         return usage_error(usage_migrate, "unexpected argument");
     if ((rc = load_config(&cfg, config, 1)))
         return rc;
-    if (pg && set_dsn(&cfg, pg))
-        return usage_error(usage_migrate, "--pg is too long");
+    if ((rc = finish_config(&cfg, pg, usage_migrate, "--pg")))
+        return rc;
     if (!cfg.pg.dsn[0])
         return usage_error(usage_migrate, "no PostgreSQL DSN: give --pg or set CIRCA_PG_DSN");
-    if (core_config_check(&cfg, err, sizeof err)) {
-        fprintf(stderr, "circa: %s\n", err);
-        return 2;
-    }
     core_log_set_level(LOG_WARN);
     if (wb_migrate(&cfg, stdout, err, sizeof err)) {
         fprintf(stderr, "circa: migrate failed: %s\n", err);
@@ -589,14 +596,10 @@ static int cmd_restore(int argc, char **argv)
         return usage_error(usage_restore, "--from-postgres DSN is required");
     if ((rc = load_config(&cfg, config, 1)))
         return rc;
-    if (set_dsn(&cfg, pg))
-        return usage_error(usage_restore, "--from-postgres is too long");
     if (data)
         snprintf(cfg.data, sizeof cfg.data, "%s", data);
-    if (core_config_check(&cfg, err, sizeof err)) {
-        fprintf(stderr, "circa: %s\n", err);
-        return 2;
-    }
+    if ((rc = finish_config(&cfg, pg, usage_restore, "--from-postgres")))
+        return rc;
     core_log_set_level(LOG_WARN);
     if (store_open(cfg.data, cfg.map_size_mb << 20, 0, &st)) {
         fprintf(stderr, "circa: cannot open data directory %s\n", cfg.data);
