@@ -145,6 +145,11 @@ static int finish_config(core_config *cfg, const char *dsn, const char *usage, c
         fprintf(stderr, "circa: %s\n", err);
         return 2;
     }
+    if (cfg->pg.dsn[0] && !wb_dsn_valid(cfg->pg.dsn)) {
+        fprintf(stderr, "circa: the PostgreSQL DSN is not a valid libpq connection string "
+                        "(key=value pairs or a postgresql:// URI)\n");
+        return 2;
+    }
     return 0;
 }
 

@@ -147,6 +147,9 @@ int store_ob_trim(store_txn *t, uint64_t upto, int max)
             return CORE_EIO;
         }
     mdb_cursor_close(cur);
+    /* remembered so a restart knows what PostgreSQL has before it can ask */
+    if (upto != UINT64_MAX && upto > store_meta_u64(t, "ob_flushed"))
+        return store_meta_put_u64(t, "ob_flushed", upto);
     return 0;
 }
 

@@ -119,7 +119,8 @@ void store_touch_free(store_touch *tc);
 /* writes the entry for index from the current values of the touched keys */
 int store_ob_put(store_txn *t, uint64_t index, int status, const uint8_t *enc, size_t enc_len,
                  store_touch *tc);
-/* deletes entries with index <= upto, at most max of them */
+/* deletes entries with index <= upto, at most max of them, and records
+ * upto (PostgreSQL has everything up to it) as meta ob_flushed */
 int store_ob_trim(store_txn *t, uint64_t upto, int max);
 
 typedef struct store_ob {

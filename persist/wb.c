@@ -58,6 +58,18 @@ static const char *cmd_names[CMD__COUNT] = {
 
 /* ---- connections ---- */
 
+int wb_dsn_valid(const char *dsn)
+{
+    char *msg = NULL;
+    PQconninfoOption *o = PQconninfoParse(dsn, &msg);
+    /* libpq's message quotes the DSN, password included: never show it */
+    PQfreemem(msg);
+    if (!o)
+        return 0;
+    PQconninfoFree(o);
+    return 1;
+}
+
 static PGconn *pg_connect(const core_config *cfg, char *err, size_t errlen)
 {
     const char *keys[] = {"dbname",           "sslmode",         "sslrootcert",
@@ -72,7 +84,12 @@ static PGconn *pg_connect(const core_config *cfg, char *err, size_t errlen)
                           "1",
                           "10",
                           NULL};
-    PGconn *c = PQconnectdbParams(keys, vals, 1);
+    PGconn *c;
+    if (!wb_dsn_valid(cfg->pg.dsn)) {
+        snprintf(err, errlen, "the PostgreSQL DSN is not a valid libpq connection string");
+        return NULL;
+    }
+    c = PQconnectdbParams(keys, vals, 1);
     if (c && PQstatus(c) == CONNECTION_OK)
         return c;
     /* libpq's messages name host and port, never the password */
@@ -86,10 +103,15 @@ static PGconn *pg_connect(const core_config *cfg, char *err, size_t errlen)
  * Sends one query and waits at most CALL_TIMEOUT_MS for all its results,
  * without blocking in libpq: a PostgreSQL that stopped answering (paused,
  * or a dead peer whose kernel still acknowledges) costs a timeout, not the
- * flusher. With name it runs that prepared statement; with no parameters
- * and text results sql may hold several statements. Returns the first
+ * flusher. With name and sql it prepares sql as name; with name alone it
+ * runs that statement; with no parameters and text results sql may hold
+ * several statements. Returns the first
  * failed result, else the last one; NULL when the connection must go.
  */
+/* Process-wide, set by wb_stop: a call in flight gives up past it, so a
+ * stalled PostgreSQL delays shutdown by STOP_DEADLINE_S, not CALL_TIMEOUT_MS. */
+static _Atomic int64_t g_stop_deadline;
+
 static PGresult *pg_call(PGconn *c, const char *name, const char *sql, int n,
                          const char *const *params, int binary)
 {
@@ -99,7 +121,9 @@ static PGresult *pg_call(PGconn *c, const char *name, const char *sql, int n,
 
     if (PQsetnonblocking(c, 1))
         return NULL;
-    if (name)
+    if (name && sql)
+        sent = PQsendPrepare(c, name, sql, n, NULL);
+    else if (name)
         sent = PQsendQueryPrepared(c, name, n, params, NULL, NULL, binary);
     else if (n == 0 && !binary)
         sent = PQsendQuery(c, sql);
@@ -108,7 +132,8 @@ static PGresult *pg_call(PGconn *c, const char *name, const char *sql, int n,
     if (!sent)
         return NULL;
     for (;;) {
-        int64_t left = (deadline - core_mono_ns()) / 1000000;
+        int64_t stop = atomic_load(&g_stop_deadline);
+        int64_t left = ((stop && stop < deadline ? stop : deadline) - core_mono_ns()) / 1000000;
         struct pollfd pfd = {.fd = PQsocket(c)};
         if ((flushed = PQflush(c)) < 0)
             goto broken;
@@ -320,14 +345,10 @@ static int prepare_all(PGconn *c, char *err, size_t errlen)
     for (int i = 0; i < T__COUNT; i++) {
         char name[8];
         snprintf(name, sizeof name, "wb%d", i);
-        PGresult *r = PQprepare(c, name, stmt_sql[i], 1, NULL);
-        int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+        PGresult *r = pg_call(c, name, stmt_sql[i], 1, NULL, 0);
+        if (PQresultStatus(r) != PGRES_COMMAND_OK)
+            return pg_failed(c, r, err, errlen);
         PQclear(r);
-        if (!ok) {
-            snprintf(err, errlen, "%s", PQerrorMessage(c));
-            err[strcspn(err, "\n")] = '\0';
-            return WB_EPG;
-        }
     }
     return 0;
 }
@@ -780,8 +801,9 @@ static void *wb_main(void *arg)
         int stop = w->stop;
         pthread_mutex_unlock(&w->mu);
         if (stop && !deadline)
-            deadline = core_mono_ns() + (int64_t)STOP_DEADLINE_S * 1000000000;
-        if (deadline && core_mono_ns() > deadline)
+            deadline = atomic_load(&g_stop_deadline);
+        /* stopping: send what is durable over the connection we have, no new one */
+        if (deadline && (core_mono_ns() > deadline || !w->pg))
             break;
         err[0] = '\0';
         int rc = step(w, err, sizeof err);
@@ -824,9 +846,35 @@ static void *wb_main(void *arg)
     return NULL;
 }
 
+/* the oldest index in the outbox (0 when it is empty) and the newest
+ * index a trim knew PostgreSQL had */
+static int outbox_first(store *st, uint64_t *first, uint64_t *known)
+{
+    store_txn t;
+    MDB_cursor *cur;
+    MDB_val k, v;
+    int rc;
+
+    *first = 0;
+    if (store_begin(st, 0, &t))
+        return CORE_EIO;
+    *known = store_meta_u64(&t, "ob_flushed");
+    if (mdb_cursor_open(t.txn, store_dbi(st, DB_OUTBOX), &cur)) {
+        store_abort(&t);
+        return CORE_EIO;
+    }
+    rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+    if (rc == 0 && k.mv_size == 8)
+        *first = store_rd64(k.mv_data);
+    mdb_cursor_close(cur);
+    store_abort(&t);
+    return rc == 0 || rc == MDB_NOTFOUND ? 0 : CORE_EIO;
+}
+
 int wb_start(store *st, const core_config *cfg, wb **out)
 {
     store_info si;
+    uint64_t first, known;
     wb *w;
 
     *out = NULL;
@@ -835,13 +883,18 @@ int wb_start(store *st, const core_config *cfg, wb **out)
                  NULL);
         return 0;
     }
-    if (store_info_get(st, &si))
+    if (store_info_get(st, &si) || outbox_first(st, &first, &known))
         return CORE_EIO;
     if (!(w = calloc(1, sizeof *w)))
         return CORE_ENOMEM;
     w->st = st;
     w->cfg = cfg;
     atomic_store(&w->durable, si.applied_index);
+    /* the outbox is trimmed only up to what PostgreSQL has: until the
+     * flusher reads the cursor, what precedes the outbox, or what the last
+     * trim recorded, counts as flushed */
+    first = first ? first - 1 : si.applied_index;
+    atomic_store(&w->flushed, known > first ? known : first);
     pthread_mutex_init(&w->mu, NULL);
     pthread_cond_init(&w->cv, NULL);
     if (pthread_create(&w->thread, NULL, wb_main, w)) {
@@ -900,11 +953,19 @@ void wb_stop(wb *w)
 {
     if (!w)
         return;
+    atomic_store(&g_stop_deadline, core_mono_ns() + (int64_t)STOP_DEADLINE_S * 1000000000);
     pthread_mutex_lock(&w->mu);
     w->stop = 1;
     pthread_cond_signal(&w->cv);
     pthread_mutex_unlock(&w->mu);
     pthread_join(w->thread, NULL);
+    /* the writer has stopped: trim what PostgreSQL got, so the next start
+     * knows it without asking */
+    store_txn t;
+    if (store_begin(w->st, 1, &t) == 0) {
+        if (store_ob_trim(&t, atomic_load(&w->flushed), INT32_MAX) || store_commit(&t))
+            store_abort(&t);
+    }
     if (atomic_load(&w->durable) > atomic_load(&w->flushed))
         core_log(LOG_WARN, "stopped with commands not yet in PostgreSQL; they stay in the outbox",
                  "\"flushed_index\":%llu,\"durable_index\":%llu",

@@ -44,6 +44,10 @@ typedef struct wb_stats {
     uint64_t high_water;
 } wb_stats;
 
+/* 1 when dsn parses as a libpq connection string (checked without ever
+ * echoing it: libpq's parse errors quote the DSN, password and all) */
+int wb_dsn_valid(const char *dsn);
+
 /* Starts the flusher when cfg->pg.dsn is set (*out NULL and a log line
  * when it is not). Returns without waiting for PostgreSQL. */
 int wb_start(store *st, const core_config *cfg, wb **out);
@@ -54,7 +58,8 @@ uint64_t wb_trim_upto(wb *w);
 /* 1 when the backlog reached the high-water mark: refuse writes */
 int wb_backlogged(wb *w);
 void wb_stats_get(wb *w, wb_stats *s);
-/* flushes what is durable (for at most a few seconds), stops, frees */
+/* after the writer stopped: flushes what is durable (for at most a few
+ * seconds), trims the outbox up to what PostgreSQL has, stops, frees */
 void wb_stop(wb *w);
 
 /* applies the migrations PostgreSQL lacks; progress lines go to log */

@@ -199,11 +199,29 @@ class PG:
                 os.kill(c, signal.SIGKILL)
             time.sleep(0.05)
 
+    def _procs(self):
+        pid = self._pid()
+        if pid is None or not self.running():
+            return []
+        return [pid] + [int(c) for c in os.listdir("/proc")
+                        if c.isdigit() and _stat(int(c))[1] == pid]
+
+    def pause(self):
+        """SIGSTOP the postmaster and its children: a server that accepts
+        TCP but never answers (resume() with SIGCONT)."""
+        for p in self._procs():
+            os.kill(p, signal.SIGSTOP)
+
+    def resume(self):
+        for p in self._procs():
+            os.kill(p, signal.SIGCONT)
+
     def restart(self):
         self.stop()
         return self.start()
 
     def cleanup(self):
+        self.resume()
         try:
             self.stop("fast" if KEEP else "immediate")
         except PGError:

@@ -1330,6 +1330,9 @@ Test(apply, restore_replay_reproduces_the_state)
         cr_assert_eq(store_get(&ts, DB_LOG, k, 8, &v), 0);
         cr_assert_eq(repl_restore_apply(&td, last + 2, v.mv_data, v.mv_size), CORE_ERANGE);
     }
+    /* node-local: the restored node knows PostgreSQL has every command */
+    cr_assert_eq(store_meta_u64(&td, "ob_flushed"), last);
+    cr_assert_eq(store_del(&td, DB_META, "ob_flushed", 10), 0);
     cr_assert_eq(store_commit(&td), 0);
     store_abort(&ts);
     for (int db = 0; db < DB__COUNT; db++)
