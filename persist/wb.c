@@ -7,8 +7,9 @@
  * its rows in log order, so the partial unique indexes (one open loan per
  * copy, one open hold per member and resource) hold after each row, as
  * they did in LMDB. Each table gets one prepared statement with a single
- * JSON parameter expanded by json_to_recordset; `view` columns are json,
- * so PostgreSQL keeps the exact bytes the API serves. The cursor update
+ * JSON parameter expanded by json_to_recordset, each view parsed once by
+ * json_populate_record; `view` columns are json, so PostgreSQL keeps the
+ * exact bytes the API serves. The cursor update
  * checks the previous value: if anything else moved it, the batch rolls
  * back and the flusher reads the cursor again.
  *
@@ -259,26 +260,28 @@ int wb_migrate(const core_config *cfg, FILE *log, char *err, size_t errlen)
 
 enum { T_USERS, T_KEYS, T_RES, T_RES_GONE, T_LOANS, T_HOLDS, T_CMDS, T__COUNT };
 
-#define ROWS_FROM(cols)                                                                    \
-    " FROM json_to_recordset($1::json) AS r(" cols "), LATERAL (SELECT r.v::jsonb AS j) x" \
-    " ORDER BY r.i"
+/* json_populate_record parses each view once and fills the table's columns
+ * of the same names (an expression per column would parse it per column) */
+#define ROWS_OF(table, cols)                            \
+    " FROM json_to_recordset($1::json) AS r(" cols ")," \
+    " LATERAL json_populate_record(NULL::" table ", r.v) p ORDER BY r.i"
 
 static const char *stmt_sql[T__COUNT] = {
     [T_USERS] =
-        "INSERT INTO users AS t (id, email, name, role, plan, status, created_at, log_index, view)"
-        " SELECT (j->>'id')::uuid, j->>'email', j->>'name', j->>'role', j->>'plan', j->>'status',"
-        " (j->>'created_at')::timestamptz, r.i, r.v" ROWS_FROM(
+        "INSERT INTO users AS t (id, email, name, role, plan, status, created_at,"
+        " log_index, view)"
+        " SELECT p.id, p.email, p.name, p.role, p.plan, p.status, p.created_at, r.i, r.v" ROWS_OF(
+            "users",
             "i bigint, v json") " ON CONFLICT (id) DO UPDATE SET email = excluded.email, name = "
                                 "excluded.name,"
                                 " role = excluded.role, plan = excluded.plan, status = "
                                 "excluded.status,"
-                                " created_at = excluded.created_at, log_index = "
-                                "excluded.log_index, view = excluded.view"
-                                " WHERE t.log_index < excluded.log_index",
+                                " created_at = excluded.created_at, log_index = excluded.log_index,"
+                                " view = excluded.view WHERE t.log_index < excluded.log_index",
     [T_KEYS] =
         "INSERT INTO api_keys AS t (key_sha256, id, name, role, created_at, log_index, view)"
-        " SELECT decode(r.k, 'hex'), (j->>'id')::uuid, j->>'name', j->>'role',"
-        " (j->>'created_at')::timestamptz, r.i, r.v" ROWS_FROM(
+        " SELECT decode(r.k, 'hex'), p.id, p.name, p.role, p.created_at, r.i, r.v" ROWS_OF(
+            "api_keys",
             "i bigint, k text, v json") " ON CONFLICT (key_sha256) DO UPDATE SET id = excluded.id, "
                                         "name = excluded.name,"
                                         " role = excluded.role, created_at = excluded.created_at,"
@@ -287,43 +290,38 @@ static const char *stmt_sql[T__COUNT] = {
     [T_RES] =
         "INSERT INTO resources AS t (id, deleted, title, type, copies, available, premium,"
         " authors, tags, created_at, updated_at, log_index, view)"
-        " SELECT (j->>'id')::uuid, false, j->>'title', j->>'type', (j->>'copies')::integer,"
-        " (j->>'available')::integer, (j->>'premium')::boolean,"
-        " ARRAY(SELECT jsonb_array_elements_text(j->'authors')),"
-        " ARRAY(SELECT jsonb_array_elements_text(j->'tags')), (j->>'created_at')::timestamptz,"
-        " (j->>'updated_at')::timestamptz, r.i, r.v" ROWS_FROM(
-            "i bigint, v json") " ON CONFLICT (id) DO UPDATE SET deleted = false, title = "
-                                "excluded.title,"
-                                " type = excluded.type, copies = excluded.copies, available = "
-                                "excluded.available,"
-                                " premium = excluded.premium, authors = excluded.authors, tags = "
-                                "excluded.tags,"
-                                " created_at = excluded.created_at, updated_at = "
-                                "excluded.updated_at,"
-                                " log_index = excluded.log_index, view = excluded.view"
-                                " WHERE t.log_index < excluded.log_index",
+        " SELECT p.id, false, p.title, p.type, p.copies, p.available, p.premium, p.authors,"
+        " p.tags, p.created_at, p.updated_at, r.i, r.v" ROWS_OF(
+            "resources", "i bigint, v json") " ON CONFLICT (id) DO UPDATE SET deleted = false, "
+                                             "title = excluded.title,"
+                                             " type = excluded.type, copies = excluded.copies, "
+                                             "available = excluded.available,"
+                                             " premium = excluded.premium, authors = "
+                                             "excluded.authors, tags = excluded.tags,"
+                                             " created_at = excluded.created_at, updated_at = "
+                                             "excluded.updated_at,"
+                                             " log_index = excluded.log_index, view = excluded.view"
+                                             " WHERE t.log_index < excluded.log_index",
     [T_RES_GONE] = "INSERT INTO resources AS t (id, deleted, log_index) SELECT r.id, true, r.i"
                    " FROM json_to_recordset($1::json) AS r(i bigint, id uuid) ORDER BY r.i"
                    " ON CONFLICT (id) DO UPDATE SET deleted = true, log_index = excluded.log_index"
                    " WHERE t.log_index < excluded.log_index",
     [T_LOANS] =
-        "INSERT INTO loans AS t (id, user_id, resource_id, copy, status, checked_out_at, due_at,"
-        " returned_at, renewals, log_index, view)"
-        " SELECT (j->>'id')::uuid, (j->>'user_id')::uuid, (j->>'resource_id')::uuid,"
-        " (j->>'copy')::integer, j->>'status', (j->>'checked_out_at')::timestamptz,"
-        " (j->>'due_at')::timestamptz, (j->>'returned_at')::timestamptz,"
-        " (j->>'renewals')::integer, r.i, r.v" ROWS_FROM(
-            "i bigint, v json") " ON CONFLICT (id) DO UPDATE SET status = excluded.status, due_at "
-                                "= excluded.due_at,"
-                                " returned_at = excluded.returned_at, renewals = excluded.renewals,"
-                                " log_index = excluded.log_index, view = excluded.view"
-                                " WHERE t.log_index < excluded.log_index",
+        "INSERT INTO loans AS t (id, user_id, resource_id, copy, status, checked_out_at,"
+        " due_at, returned_at, renewals, log_index, view)"
+        " SELECT p.id, p.user_id, p.resource_id, p.copy, p.status, p.checked_out_at,"
+        " p.due_at, p.returned_at, p.renewals, r.i, r.v" ROWS_OF(
+            "loans",
+            "i bigint, v json") " ON CONFLICT (id) DO UPDATE SET status = excluded.status,"
+                                " due_at = excluded.due_at, returned_at = excluded.returned_at,"
+                                " renewals = excluded.renewals, log_index = excluded.log_index,"
+                                " view = excluded.view WHERE t.log_index < excluded.log_index",
     [T_HOLDS] =
         "INSERT INTO holds AS t (id, user_id, resource_id, status, ready_until, created_at,"
         " log_index, view)"
-        " SELECT (j->>'id')::uuid, (j->>'user_id')::uuid, (j->>'resource_id')::uuid,"
-        " j->>'status', (j->>'ready_until')::timestamptz, (j->>'created_at')::timestamptz,"
-        " r.i, r.v" ROWS_FROM(
+        " SELECT p.id, p.user_id, p.resource_id, p.status, p.ready_until, p.created_at,"
+        " r.i, r.v" ROWS_OF(
+            "holds",
             "i bigint, v json") " ON CONFLICT (id) DO UPDATE SET status = excluded.status,"
                                 " ready_until = excluded.ready_until, log_index = "
                                 "excluded.log_index,"
