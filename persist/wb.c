@@ -32,6 +32,7 @@
 #define STOP_DEADLINE_S 5
 #define LOG_EVERY_S     30
 #define MIGRATE_LOCK    "7120431"
+#define GATHER_MS       50    /* pause after a partial batch */
 #define CALL_TIMEOUT_MS 30000 /* a statement PostgreSQL has not answered by then failed */
 
 struct wb {
@@ -708,8 +709,8 @@ static void note_oldest(wb *w)
     atomic_store(&w->oldest_ms, ts);
 }
 
-/* connects, migrates and flushes one batch: 1 when it sent one, 0 when
- * there was nothing to send, <0 on failure */
+/* connects, migrates and flushes one batch: 2 when it sent a full one, 1 a
+ * partial one, 0 when there was nothing to send, <0 on failure */
 static int step(wb *w, char *err, size_t errlen)
 {
     uint64_t durable = atomic_load(&w->durable);
@@ -744,8 +745,9 @@ static int step(wb *w, char *err, size_t errlen)
     atomic_fetch_add(&w->rows, b.rows);
     atomic_fetch_add(&w->commands, b.commands);
     atomic_fetch_add(&w->batches, 1);
+    uint64_t sent = b.commands;
     batch_free(&b);
-    return 1;
+    return sent == w->cfg->pg.batch ? 2 : 1;
 }
 
 static void failed(wb *w, int rc, const char *err)
@@ -835,6 +837,11 @@ static void *wb_main(void *arg)
             if (stop)
                 break;
             wait_ms(w, 1000, 0);
+        } else if (rc == 1 && !stop) {
+            /* a partial batch: let a few more commands gather, so that under
+             * steady load each PostgreSQL transaction carries more of them
+             * and rows changed twice in the meantime are sent once */
+            wait_ms(w, GATHER_MS, 1);
         }
     }
     if (w->pg)
