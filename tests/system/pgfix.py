@@ -206,15 +206,20 @@ class PG:
         return [pid] + [int(c) for c in os.listdir("/proc")
                         if c.isdigit() and _stat(int(c))[1] == pid]
 
+    def _signal_all(self, sig):
+        for p in self._procs():
+            try:
+                os.kill(p, sig)
+            except ProcessLookupError:
+                pass  # a backend that exited after it was listed
+
     def pause(self):
         """SIGSTOP the postmaster and its children: a server that accepts
         TCP but never answers (resume() with SIGCONT)."""
-        for p in self._procs():
-            os.kill(p, signal.SIGSTOP)
+        self._signal_all(signal.SIGSTOP)
 
     def resume(self):
-        for p in self._procs():
-            os.kill(p, signal.SIGCONT)
+        self._signal_all(signal.SIGCONT)
 
     def restart(self):
         self.stop()
