@@ -103,6 +103,15 @@ static const field pg_fields[] = {
     {NULL, 0, 0, 0},
 };
 
+/* the objects a config file may hold at its top level */
+static const struct section {
+    const char *name;
+    const field *fields;
+} sections[] = {
+    {"jwt", jwt_fields}, {"policy", policy_fields}, {"limits", limits_fields}, {"pg", pg_fields},
+    {NULL, NULL},
+};
+
 static int set_field(core_config *c, const field *f, json_t *v, const char *path, char *err,
                      size_t errlen)
 {
@@ -163,19 +172,17 @@ static int load_object(core_config *c, json_t *obj, const field *fields, const c
         const field *f = fields;
         char path[128];
         snprintf(path, sizeof path, "%s%s", prefix, key);
-        if (!*prefix && (strcmp(key, "jwt") == 0 || strcmp(key, "policy") == 0 ||
-                         strcmp(key, "limits") == 0 || strcmp(key, "pg") == 0)) {
-            const field *sub = key[0] == 'j'   ? jwt_fields
-                               : key[1] == 'o' ? policy_fields
-                               : key[0] == 'p' ? pg_fields
-                                               : limits_fields;
+        const struct section *sec = sections;
+        while (*prefix == '\0' && sec->name && strcmp(sec->name, key) != 0)
+            sec++;
+        if (*prefix == '\0' && sec->name) {
             char pre[32];
             if (!json_is_object(v)) {
                 snprintf(err, errlen, "config: %s must be an object", key);
                 return CORE_EINVAL;
             }
             snprintf(pre, sizeof pre, "%s.", key);
-            if (load_object(c, v, sub, pre, err, errlen))
+            if (load_object(c, v, sec->fields, pre, err, errlen))
                 return CORE_EINVAL;
             continue;
         }

@@ -161,15 +161,23 @@ int core_uuid_is_nil(const core_uuid *u)
     return 1;
 }
 
-void core_uuid_fmt(const core_uuid *u, char out[37])
+void core_hex(const uint8_t *p, size_t n, char *out)
 {
     static const char hex[] = "0123456789abcdef";
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = hex[p[i] >> 4];
+        out[2 * i + 1] = hex[p[i] & 15];
+    }
+}
+
+void core_uuid_fmt(const core_uuid *u, char out[37])
+{
     int o = 0;
     for (int i = 0; i < 16; i++) {
         if (i == 4 || i == 6 || i == 8 || i == 10)
             out[o++] = '-';
-        out[o++] = hex[u->b[i] >> 4];
-        out[o++] = hex[u->b[i] & 15];
+        core_hex(&u->b[i], 1, out + o);
+        o += 2;
     }
     out[o] = '\0';
 }

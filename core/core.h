@@ -60,6 +60,8 @@ typedef struct core_uuid {
 int core_uuid_v7(core_uuid *u, int64_t now_ms);
 int core_uuid_is_nil(const core_uuid *u);
 void core_uuid_fmt(const core_uuid *u, char out[37]);
+/* lowercase hex of n bytes into out[2n]; no terminator */
+void core_hex(const uint8_t *p, size_t n, char *out);
 int core_uuid_parse(const char *s, size_t len, core_uuid *u);
 
 /* ---- actor inboxes ------------------------------------------------------

@@ -1042,15 +1042,11 @@ fail:
 void auth_grant_sign(const unsigned char *key, size_t keylen, const char *resource_id,
                      const char *user_id, int64_t exp, char sig_hex_out[65])
 {
-    static const char hex[] = "0123456789abcdef";
     unsigned char mac[32];
     sig_hex_out[0] = '\0';
     if (grant_mac(key, keylen, resource_id, user_id, exp, mac) != 0)
         return;
-    for (size_t i = 0; i < sizeof mac; i++) {
-        sig_hex_out[2 * i] = hex[mac[i] >> 4];
-        sig_hex_out[2 * i + 1] = hex[mac[i] & 15];
-    }
+    core_hex(mac, sizeof mac, sig_hex_out);
     sig_hex_out[64] = '\0';
 }
 

@@ -383,19 +383,14 @@ static int buf_str(core_buf *b, const char *s)
 
 static int buf_hex(core_buf *b, const uint8_t *p, size_t n)
 {
-    static const char hx[] = "0123456789abcdef";
     char tmp[256];
-    size_t k = 0;
-    for (size_t i = 0; i < n; i++) {
-        tmp[k++] = hx[p[i] >> 4];
-        tmp[k++] = hx[p[i] & 15];
-        if (k == sizeof tmp) {
-            if (core_buf_put(b, tmp, k))
-                return CORE_ENOMEM;
-            k = 0;
-        }
+    for (size_t i = 0; i < n; i += sizeof tmp / 2) {
+        size_t k = n - i < sizeof tmp / 2 ? n - i : sizeof tmp / 2;
+        core_hex(p + i, k, tmp);
+        if (core_buf_put(b, tmp, 2 * k))
+            return CORE_ENOMEM;
     }
-    return k ? core_buf_put(b, tmp, k) : 0;
+    return 0;
 }
 
 /* starts the next element of a JSON array held in b */
@@ -439,9 +434,8 @@ static int add_command(batch *b, uint64_t index, const store_ob *o, const cmd *c
 {
     core_buf *j = &b->json[T_CMDS];
     char head[160], actor[40] = "null";
-    static const core_uuid zero;
 
-    if (memcmp(&c->actor, &zero, sizeof zero) != 0) {
+    if (!core_uuid_is_nil(&c->actor)) {
         actor[0] = '"';
         core_uuid_fmt(&c->actor, actor + 1);
         strcat(actor, "\"");

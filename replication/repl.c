@@ -309,23 +309,11 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 static void on_trim(evutil_socket_t fd, short what, void *arg)
 {
     repl *r = arg;
-    uint64_t upto = wb_trim_upto(r->wb);
     store_txn t;
-    MDB_val k, v;
-    MDB_cursor *cur;
-    int due = 0;
 
-    if (store_begin(r->st, 0, &t))
+    if (store_begin(r->st, 1, &t))
         return;
-    if (mdb_cursor_open(t.txn, store_dbi(r->st, DB_OUTBOX), &cur) == 0) {
-        due = mdb_cursor_get(cur, &k, &v, MDB_FIRST) == 0 && k.mv_size == 8 &&
-              store_rd64(k.mv_data) <= upto;
-        mdb_cursor_close(cur);
-    }
-    store_abort(&t);
-    if (!due || store_begin(r->st, 1, &t))
-        return;
-    if (store_ob_trim(&t, upto, OB_TRIM_MAX))
+    if (store_ob_trim(&t, wb_trim_upto(r->wb), OB_TRIM_MAX))
         store_abort(&t);
     else
         store_commit(&t);
