@@ -22,7 +22,7 @@
 
 enum store_db {
     DB_META,      /* name -> value (applied index, signing key, policy, counters) */
-    DB_LOG,       /* index u64 BE -> encoded command */
+    DB_LOG,       /* raft index u64 BE -> term u64, type u8, entry payload (node-local) */
     DB_USERS,     /* user id -> user JSON view */
     DB_CREDS,     /* user id -> salt[16] hash[32] iterations u32 */
     DB_EMAILS,    /* lowercase email -> user id */
@@ -43,6 +43,7 @@ enum store_db {
     DB_STAT_DAY,  /* "YYYY-MM-DD" -> checkouts u64, returns u64 */
     DB_STAT_RES,  /* resource id -> checkouts u64 */
     DB_OUTBOX,    /* log index u64 BE -> outbox entry (see store_ob_*) */
+    DB_RAFT,      /* node-local raft state: term, vote, snapshot metadata, node id */
     DB__COUNT
 };
 
