@@ -58,6 +58,8 @@ import threading
 import time
 import uuid
 
+from harness import decode_body
+
 NOT_APPLIED_503 = ("no-leader", "unavailable", "write-behind-backlog")
 HTTP_LAYER_4XX = (400, 401, 405, 413, 422, 429)   # never reach the log: resolve nothing
 SLACK_S = 2            # seconds of slack between proposer timestamps and client clocks
@@ -75,16 +77,6 @@ class NotSent(Exception):
 
 
 # ---------------------------------------------------------------- transport
-
-def _decode(headers, raw):
-    ct = (headers.get("Content-Type") or "").lower()
-    if raw and "json" in ct:
-        try:
-            return json.loads(raw)
-        except ValueError:
-            return raw.decode("utf-8", "replace")
-    return raw.decode("utf-8", "replace")
-
 
 def http_transport(node, method, path, body=None, token=None, key=None, timeout=5.0,
                    headers=None):
@@ -110,7 +102,7 @@ def http_transport(node, method, path, body=None, token=None, key=None, timeout=
         conn.request(method, path, body=raw, headers=h)
         r = conn.getresponse()
         data = r.read()
-        return r.status, r.headers, _decode(r.headers, data)
+        return r.status, r.headers, decode_body(r.headers, data)
     finally:
         conn.close()
 
