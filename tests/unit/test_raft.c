@@ -28,6 +28,7 @@
 #include "core/core.h"
 #include "persist/store.h"
 #include "replication/internal.h"
+#include "tests/unit/ids.h"
 
 #define T0      1795341600000LL /* 2026-11-22T10:00:00Z */
 #define MAP     (64ULL << 20)
@@ -582,29 +583,6 @@ static void wait_match(unsigned leader, unsigned i, raft_index index)
 }
 
 /* ---- commands ---- */
-
-static core_uuid ID(unsigned n)
-{
-    core_uuid u = {{0}};
-    u.b[0] = 0x01;
-    u.b[6] = 0x70;
-    u.b[8] = 0x80;
-    u.b[12] = (uint8_t)(n >> 24);
-    u.b[13] = (uint8_t)(n >> 16);
-    u.b[14] = (uint8_t)(n >> 8);
-    u.b[15] = (uint8_t)n;
-    return u;
-}
-
-static const char *IDS(unsigned n)
-{
-    static char buf[8][37];
-    static int i;
-    core_uuid u = ID(n);
-    char *b = buf[i++ % 8];
-    core_uuid_fmt(&u, b);
-    return b;
-}
 
 static cmd base(int type, unsigned actor, int role)
 {
