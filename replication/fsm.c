@@ -112,13 +112,6 @@ static int fsm_apply(struct raft_fsm *rf, const struct raft_buffer *buf, void **
     }
     if ((rc = apply_entry(f, t, index, buf->base, buf->len, d)))
         goto fail;
-    {
-        uint8_t k[8];
-        MDB_val v;
-        store_be64(k, index);
-        if (store_get(t, DB_LOG, k, 8, &v) == 0 && v.mv_size >= 8)
-            d->term = store_rd64(v.mv_data);
-    }
     if (t == &own && store_commit(&own)) {
         t = NULL;
         rc = CORE_EIO;

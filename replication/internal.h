@@ -132,7 +132,6 @@ int fsm_entry_add(core_buf *e, const uint8_t *cmd, size_t len);
 typedef struct fsm_done {
     struct fsm_done *next;
     uint64_t index; /* raft index */
-    uint64_t term;  /* the entry's term, from DB_LOG (0 when the log lacks it) */
     uint32_t n;
     uint64_t *seq;
     apply_result *res;
