@@ -1,15 +1,18 @@
 /*
- * main.c — the circa command: serve, token, user add, backup, migrate, restore.
+ * main.c — the circa command: serve, token, user add, backup, migrate,
+ * restore; status, promote and drain are clients of a running node
+ * (cluster.c).
  *
  * `serve` composes the modules: configuration (defaults < JSON file <
  * CIRCA_* environment < flags), the LMDB store, the write-behind flusher,
- * the writer actor, then the HTTP actors. Signals are blocked in every thread and taken by the main
+ * the raft actor, then the HTTP actors. Signals are blocked in every thread and taken by the main
  * thread with sigwait(), so shutdown runs in one ordinary place: mark the
  * node draining (new writes get 503), close listeners, wait for in-flight
- * writes, stop the HTTP actors, stop the writer (which applies and answers
+ * writes, stop the HTTP actors, stop the raft actor (which applies and answers
  * what it already took), let the flusher send what is durable (a few
  * seconds at most), free the HTTP actors, close LMDB.
  */
+#include "cli/cli.h"
 #include "core/core.h"
 #include "net/auth.h"
 #include "net/net.h"
@@ -23,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #define DRAIN_TIMEOUT_S 30
@@ -39,15 +43,21 @@ static const char usage_main[] =
     "  backup     write a hot, compacted copy of a node's data\n"
     "  migrate    create or upgrade the PostgreSQL schema (serve also does this)\n"
     "  restore    rebuild an empty data directory from PostgreSQL\n"
+    "  status     show the cluster as a running node sees it\n"
+    "  promote    make a node (a caught-up standby) a voter\n"
+    "  drain      take a running node out of the cluster and stop it\n"
     "\n"
     "`circa COMMAND --help` describes each command. `circa --version` prints the version.\n";
 
 static const char usage_serve[] =
     "usage: circa serve [--listen HOST:PORT] [--data DIR] [--config FILE] [--threads N]\n"
-    "                   [--pg DSN]\n"
+    "                   [--pg DSN] [--peer HOST:PORT] [--join HOST:PORT,...]\n"
     "\n"
     "Runs a node. With no options it listens on 127.0.0.1:8080 with data in ./data,\n"
     "and a new data directory bootstraps a one-node cluster with a generated key.\n"
+    "With --join a new data directory instead asks a running member to add this\n"
+    "node as a standby; it reports ready once it caught up (`circa promote` makes\n"
+    "it a voter). A data directory that is already a member ignores --join.\n"
     "\n"
     "  --listen HOST:PORT  address to serve HTTP on          (CIRCA_LISTEN)\n"
     "  --data DIR          LMDB data directory               (CIRCA_DATA)\n"
@@ -55,6 +65,13 @@ static const char usage_serve[] =
     "  --threads N         HTTP actor threads, default cores (CIRCA_THREADS)\n"
     "  --pg DSN            PostgreSQL connection string; turns write-behind on\n"
     "                      (CIRCA_PG_DSN, pg.dsn; TLS: pg.sslmode, pg.sslrootcert)\n"
+    "  --peer HOST:PORT    where other nodes reach this one: raft messages on PORT,\n"
+    "                      requests on PORT+1, default 127.0.0.1:7080 (CIRCA_PEER,\n"
+    "                      raft.peer; mutual TLS: raft.tls_ca, raft.tls_cert,\n"
+    "                      raft.tls_key or CIRCA_PEER_TLS_CA/_CERT/_KEY)\n"
+    "  --join ADDRS        comma-separated peer addresses of running members\n"
+    "                      (CIRCA_JOIN, raft.join)\n"
+    "  --fault-injection   tests only: PUT /v1/cluster/fault may cut this node off\n"
     "\n"
     "With a DSN every applied command is also written to PostgreSQL, the system of\n"
     "record, in the background; if PostgreSQL lags by pg.high_water commands\n"
@@ -101,7 +118,7 @@ static const char usage_restore[] =
     "must be empty, then checks every row of PostgreSQL's tables against the rebuilt\n"
     "state. Start a node on DIR afterwards; it continues the same log.\n";
 
-static int usage_error(const char *usage, const char *msg)
+int cli_usage_error(const char *usage, const char *msg)
 {
     if (msg)
         fprintf(stderr, "circa: %s\n\n", msg);
@@ -109,7 +126,7 @@ static int usage_error(const char *usage, const char *msg)
     return 2;
 }
 
-static int load_config(core_config *cfg, const char *file, int use_env)
+int cli_load_config(core_config *cfg, const char *file, int use_env)
 {
     char err[512];
     const char *f = file ? file : (use_env ? getenv("CIRCA_CONFIG") : NULL);
@@ -139,7 +156,7 @@ static int finish_config(core_config *cfg, const char *dsn, const char *usage, c
     char err[512];
     if (dsn && set_dsn(cfg, dsn)) {
         snprintf(err, sizeof err, "%s is too long", flag);
-        return usage_error(usage, err);
+        return cli_usage_error(usage, err);
     }
     if (core_config_check(cfg, err, sizeof err)) {
         fprintf(stderr, "circa: %s\n", err);
@@ -155,10 +172,14 @@ static int finish_config(core_config *cfg, const char *dsn, const char *usage, c
 
 static int cmd_serve(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"listen", 1, 0, 'l'}, {"data", 1, 0, 'd'}, {"config", 1, 0, 'c'}, {"threads", 1, 0, 't'},
-        {"pg", 1, 0, 'p'},     {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
+    static const struct option opts[] = {{"listen", 1, 0, 'l'}, {"data", 1, 0, 'd'},
+                                         {"config", 1, 0, 'c'}, {"threads", 1, 0, 't'},
+                                         {"pg", 1, 0, 'p'},     {"peer", 1, 0, 'P'},
+                                         {"join", 1, 0, 'j'},   {"fault-injection", 0, 0, 'F'},
+                                         {"help", 0, 0, 'h'},   {0, 0, 0, 0}};
     const char *listen = NULL, *data = NULL, *config = NULL, *threads = NULL, *pg = NULL;
+    const char *peer = NULL, *join = NULL;
+    int fault = 0;
     core_config cfg;
     char err[512];
     store *st = NULL;
@@ -185,16 +206,25 @@ static int cmd_serve(int argc, char **argv)
         case 'p':
             pg = optarg;
             break;
+        case 'P':
+            peer = optarg;
+            break;
+        case 'j':
+            join = optarg;
+            break;
+        case 'F':
+            fault = 1;
+            break;
         case 'h':
             fputs(usage_serve, stdout);
             return 0;
         default:
-            return usage_error(usage_serve, NULL);
+            return cli_usage_error(usage_serve, NULL);
         }
     }
     if (optind < argc)
-        return usage_error(usage_serve, "unexpected argument");
-    if ((rc = load_config(&cfg, config, 1)))
+        return cli_usage_error(usage_serve, "unexpected argument");
+    if ((rc = cli_load_config(&cfg, config, 1)))
         return rc;
     if (listen)
         snprintf(cfg.listen, sizeof cfg.listen, "%s", listen);
@@ -204,9 +234,18 @@ static int cmd_serve(int argc, char **argv)
         char *end;
         long n = strtol(threads, &end, 10);
         if (*end || n < 1 || n > 256)
-            return usage_error(usage_serve, "--threads must be a number from 1 to 256");
+            return cli_usage_error(usage_serve, "--threads must be a number from 1 to 256");
         cfg.threads = (int)n;
     }
+    if (peer && strlen(peer) >= sizeof cfg.raft.peer)
+        return cli_usage_error(usage_serve, "--peer is too long");
+    if (peer)
+        snprintf(cfg.raft.peer, sizeof cfg.raft.peer, "%s", peer);
+    if (join && strlen(join) >= sizeof cfg.raft.join)
+        return cli_usage_error(usage_serve, "--join is too long");
+    if (join)
+        snprintf(cfg.raft.join, sizeof cfg.raft.join, "%s", join);
+    cfg.raft.fault_injection = fault;
     if ((rc = finish_config(&cfg, pg, usage_serve, "--pg")))
         return rc;
     core_log_set_level(cfg.log_level);
@@ -232,6 +271,31 @@ static int cmd_serve(int argc, char **argv)
         store_close(st);
         return 1;
     }
+    /* tokens need the cluster's signing key: a new cluster's first leader
+     * makes it, a joining node receives it with the state */
+    for (int64_t said = 0;;) {
+        store_txn t;
+        uint8_t key[32];
+        struct timespec ts = {0, 50 * 1000 * 1000};
+        int have = 0;
+        if (store_begin(st, 0, &t) == 0) {
+            have = store_signing_key(&t, key) == 0;
+            store_abort(&t);
+        }
+        OPENSSL_cleanse(key, sizeof key);
+        if (have)
+            break;
+        if (!said && (said = 1))
+            core_log(LOG_INFO, "waiting for the cluster's state (signing key)", NULL);
+        sig = sigtimedwait(&sigs, NULL, &ts);
+        if (sig == SIGTERM || sig == SIGINT) {
+            core_log(LOG_INFO, "stopping before serving", "\"signal\":%d", sig);
+            repl_stop(rp);
+            wb_stop(w);
+            store_close(st);
+            return 0;
+        }
+    }
     if (http_start(&cfg, st, rp, w, &hs, err, sizeof err)) {
         char e[600];
         core_json_escape(err, e, sizeof e);
@@ -248,6 +312,8 @@ static int cmd_serve(int argc, char **argv)
         core_log(LOG_INFO, "serving",
                  "\"listen\":\"%s\",\"data\":\"%s\",\"threads\":%d,\"fsync\":%s", l, d, cfg.threads,
                  cfg.fsync ? "true" : "false");
+        if (cli_addr_write(cfg.data, cfg.listen))
+            core_log(LOG_WARN, "cannot write the address file circa.addr", "\"data\":\"%s\"", d);
     }
     do {
         if (sigwait(&sigs, &sig))
@@ -266,11 +332,12 @@ static int cmd_serve(int argc, char **argv)
     wb_stop(w);
     http_free(hs);
     store_close(st);
+    cli_addr_remove(cfg.data);
     core_log(LOG_INFO, "stopped", NULL);
     return 0;
 }
 
-static int read_signing_key(store *st, uint8_t key[32])
+int cli_read_signing_key(store *st, uint8_t key[32])
 {
     store_txn t;
     int rc;
@@ -316,27 +383,27 @@ static int cmd_token(int argc, char **argv)
             char *end;
             ttl = strtol(optarg, &end, 10);
             if (*end || ttl < 1 || ttl > 366L * 86400)
-                return usage_error(usage_token, "--ttl must be 1 to 31622400 seconds");
+                return cli_usage_error(usage_token, "--ttl must be 1 to 31622400 seconds");
             break;
         }
         case 'h':
             fputs(usage_token, stdout);
             return 0;
         default:
-            return usage_error(usage_token, NULL);
+            return cli_usage_error(usage_token, NULL);
         }
     }
     if (!data || !sub || !role)
-        return usage_error(usage_token, "--data, --sub and --role are required");
+        return cli_usage_error(usage_token, "--data, --sub and --role are required");
     if (core_uuid_parse(sub, strlen(sub), &id))
-        return usage_error(usage_token, "--sub must be a UUID");
+        return cli_usage_error(usage_token, "--sub must be a UUID");
     if (core_role_parse(role) < 0)
-        return usage_error(usage_token, "--role must be member, librarian, admin or service");
+        return cli_usage_error(usage_token, "--role must be member, librarian, admin or service");
     if (core_plan_parse(plan) < 0)
-        return usage_error(usage_token, "--plan must be standard or premium");
-    if ((rc = load_config(&cfg, config, 0)))
+        return cli_usage_error(usage_token, "--plan must be standard or premium");
+    if ((rc = cli_load_config(&cfg, config, 0)))
         return rc;
-    if (store_open(data, 0, STORE_RDONLY, &st) || read_signing_key(st, key)) {
+    if (store_open(data, 0, STORE_RDONLY, &st) || cli_read_signing_key(st, key)) {
         fprintf(stderr, "circa: %s has no signing key: start a node on it once first\n", data);
         return 1;
     }
@@ -382,7 +449,7 @@ static int cmd_user(int argc, char **argv)
             fputs(usage_user, stdout);
             return 0;
         }
-        return usage_error(usage_user, "the only user command is `add`");
+        return cli_usage_error(usage_user, "the only user command is `add`");
     }
     argc--;
     argv++;
@@ -413,22 +480,22 @@ static int cmd_user(int argc, char **argv)
             fputs(usage_user, stdout);
             return 0;
         default:
-            return usage_error(usage_user, NULL);
+            return cli_usage_error(usage_user, NULL);
         }
     }
     if (!data || !email || !role)
-        return usage_error(usage_user, "--data, --email and --role are required");
+        return cli_usage_error(usage_user, "--data, --email and --role are required");
     if (!strchr(email, '@') || strlen(email) > CORE_MAX_EMAIL)
-        return usage_error(usage_user, "--email must look like name@domain");
+        return cli_usage_error(usage_user, "--email must look like name@domain");
     if (core_role_parse(role) < 0 || core_role_parse(role) == ROLE_SERVICE)
-        return usage_error(usage_user, "--role must be member, librarian or admin");
+        return cli_usage_error(usage_user, "--role must be member, librarian or admin");
     if (core_plan_parse(plan) < 0)
-        return usage_error(usage_user, "--plan must be standard or premium");
+        return cli_usage_error(usage_user, "--plan must be standard or premium");
     if (!name)
         name = email;
     if (strlen(name) > CORE_MAX_NAME)
-        return usage_error(usage_user, "--name is too long");
-    if ((rc = load_config(&cfg, config, 0)))
+        return cli_usage_error(usage_user, "--name is too long");
+    if ((rc = cli_load_config(&cfg, config, 0)))
         return rc;
     if (pw_stdin) {
         if (read_password_stdin(pw, sizeof pw) || strlen(pw) < 8 || strlen(pw) > 128) {
@@ -498,11 +565,11 @@ static int cmd_backup(int argc, char **argv)
             fputs(usage_backup, stdout);
             return 0;
         default:
-            return usage_error(usage_backup, NULL);
+            return cli_usage_error(usage_backup, NULL);
         }
     }
     if (optind != argc - 1)
-        return usage_error(usage_backup, "name one destination directory");
+        return cli_usage_error(usage_backup, "name one destination directory");
     if (store_open(data, 0, STORE_RDONLY, &st)) {
         fprintf(stderr, "circa: cannot open data directory %s\n", data);
         return 1;
@@ -539,17 +606,17 @@ static int cmd_migrate(int argc, char **argv)
             fputs(usage_migrate, stdout);
             return 0;
         default:
-            return usage_error(usage_migrate, NULL);
+            return cli_usage_error(usage_migrate, NULL);
         }
     }
     if (optind < argc)
-        return usage_error(usage_migrate, "unexpected argument");
-    if ((rc = load_config(&cfg, config, 1)))
+        return cli_usage_error(usage_migrate, "unexpected argument");
+    if ((rc = cli_load_config(&cfg, config, 1)))
         return rc;
     if ((rc = finish_config(&cfg, pg, usage_migrate, "--pg")))
         return rc;
     if (!cfg.pg.dsn[0])
-        return usage_error(usage_migrate, "no PostgreSQL DSN: give --pg or set CIRCA_PG_DSN");
+        return cli_usage_error(usage_migrate, "no PostgreSQL DSN: give --pg or set CIRCA_PG_DSN");
     core_log_set_level(LOG_WARN);
     if (wb_migrate(&cfg, stdout, err, sizeof err)) {
         fprintf(stderr, "circa: migrate failed: %s\n", err);
@@ -592,14 +659,14 @@ static int cmd_restore(int argc, char **argv)
             fputs(usage_restore, stdout);
             return 0;
         default:
-            return usage_error(usage_restore, NULL);
+            return cli_usage_error(usage_restore, NULL);
         }
     }
     if (optind < argc)
-        return usage_error(usage_restore, "unexpected argument");
+        return cli_usage_error(usage_restore, "unexpected argument");
     if (!pg)
-        return usage_error(usage_restore, "--from-postgres DSN is required");
-    if ((rc = load_config(&cfg, config, 1)))
+        return cli_usage_error(usage_restore, "--from-postgres DSN is required");
+    if ((rc = cli_load_config(&cfg, config, 1)))
         return rc;
     if (data)
         snprintf(cfg.data, sizeof cfg.data, "%s", data);
@@ -623,7 +690,7 @@ static int cmd_restore(int argc, char **argv)
 int main(int argc, char **argv)
 {
     if (argc < 2)
-        return usage_error(usage_main, "a command is required");
+        return cli_usage_error(usage_main, "a command is required");
     if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
         strcmp(argv[1], "help") == 0) {
         fputs(usage_main, stdout);
@@ -645,5 +712,11 @@ int main(int argc, char **argv)
         return cmd_migrate(argc - 1, argv + 1);
     if (strcmp(argv[1], "restore") == 0)
         return cmd_restore(argc - 1, argv + 1);
-    return usage_error(usage_main, "unknown command");
+    if (strcmp(argv[1], "status") == 0)
+        return cmd_status(argc - 1, argv + 1);
+    if (strcmp(argv[1], "promote") == 0)
+        return cmd_promote(argc - 1, argv + 1);
+    if (strcmp(argv[1], "drain") == 0)
+        return cmd_drain(argc - 1, argv + 1);
+    return cli_usage_error(usage_main, "unknown command");
 }

@@ -39,6 +39,9 @@ void core_config_default(core_config *c)
     snprintf(c->content_base_url, sizeof c->content_base_url, "http://127.0.0.1:8080");
     c->pg.high_water = 1000000;
     c->pg.batch = 2000;
+    snprintf(c->raft.peer, sizeof c->raft.peer, "127.0.0.1:7080");
+    c->raft.election_timeout_ms = 1000;
+    c->raft.heartbeat_ms = 100;
 }
 
 enum kind { K_STR, K_INT, K_U32, K_U64, K_BOOL, K_NUM, K_LOG };
@@ -103,13 +106,24 @@ static const field pg_fields[] = {
     {NULL, 0, 0, 0},
 };
 
+static const field raft_fields[] = {
+    F("peer", K_STR, raft.peer),
+    F("join", K_STR, raft.join),
+    F("election_timeout_ms", K_U32, raft.election_timeout_ms),
+    F("heartbeat_ms", K_U32, raft.heartbeat_ms),
+    F("tls_ca", K_STR, raft.tls_ca),
+    F("tls_cert", K_STR, raft.tls_cert),
+    F("tls_key", K_STR, raft.tls_key),
+    {NULL, 0, 0, 0},
+};
+
 /* the objects a config file may hold at its top level */
 static const struct section {
     const char *name;
     const field *fields;
 } sections[] = {
-    {"jwt", jwt_fields}, {"policy", policy_fields}, {"limits", limits_fields}, {"pg", pg_fields},
-    {NULL, NULL},
+    {"jwt", jwt_fields}, {"policy", policy_fields}, {"limits", limits_fields},
+    {"pg", pg_fields},   {"raft", raft_fields},     {NULL, NULL},
 };
 
 static int set_field(core_config *c, const field *f, json_t *v, const char *path, char *err,
@@ -240,6 +254,27 @@ int core_config_load_env(core_config *c, char *err, size_t errlen)
         }
         snprintf(c->pg.dsn, sizeof c->pg.dsn, "%s", v);
     }
+    static const struct {
+        const char *env;
+        size_t off, size;
+    } strs[] = {
+#define S(env, member) {env, offsetof(core_config, member), sizeof(((core_config *)0)->member)}
+        S("CIRCA_PEER", raft.peer),
+        S("CIRCA_JOIN", raft.join),
+        S("CIRCA_PEER_TLS_CA", raft.tls_ca),
+        S("CIRCA_PEER_TLS_CERT", raft.tls_cert),
+        S("CIRCA_PEER_TLS_KEY", raft.tls_key),
+#undef S
+    };
+    for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++) {
+        if ((v = getenv(strs[i].env)) && *v) {
+            if (strlen(v) >= strs[i].size) {
+                snprintf(err, errlen, "%s is longer than %zu bytes", strs[i].env, strs[i].size - 1);
+                return CORE_EINVAL;
+            }
+            snprintf((char *)c + strs[i].off, strs[i].size, "%s", v);
+        }
+    }
     if ((v = getenv("CIRCA_LOG_LEVEL")) && *v) {
         if (core_log_level_parse(v) < 0) {
             snprintf(err, errlen, "CIRCA_LOG_LEVEL must be debug, info, warn or error");
@@ -248,6 +283,37 @@ int core_config_load_env(core_config *c, char *err, size_t errlen)
         c->log_level = core_log_level_parse(v);
     }
     return 0;
+}
+
+int core_hostport_valid(const char *s)
+{
+    const char *colon = strrchr(s, ':');
+    char *end;
+    long port;
+
+    if (!colon || colon == s || (size_t)(colon - s) > 200)
+        return 0;
+    port = strtol(colon + 1, &end, 10);
+    return *end == '\0' && colon[1] && port >= 1 && port <= 65534;
+}
+
+/* empty, or comma-separated HOST:PORT addresses */
+static int join_valid(const char *s)
+{
+    char one[sizeof((core_config *)0)->raft.join];
+    while (*s) {
+        size_t n = strcspn(s, ",");
+        if (n == 0 || n >= sizeof one)
+            return 0;
+        memcpy(one, s, n);
+        one[n] = '\0';
+        if (!core_hostport_valid(one))
+            return 0;
+        s += n;
+        if (*s == ',' && !*++s)
+            return 0;
+    }
+    return 1;
 }
 
 int core_config_check(const core_config *c, char *err, size_t errlen)
@@ -283,6 +349,18 @@ int core_config_check(const core_config *c, char *err, size_t errlen)
              strcmp(c->pg.sslmode, "require") && strcmp(c->pg.sslmode, "verify-ca") &&
              strcmp(c->pg.sslmode, "verify-full"))
         why = "pg.sslmode must be disable, allow, prefer, require, verify-ca or verify-full";
+    else if (!core_hostport_valid(c->raft.peer))
+        why = "raft.peer must be HOST:PORT with a port from 1 to 65534";
+    else if (!join_valid(c->raft.join))
+        why = "raft.join must be comma-separated HOST:PORT addresses (ports 1 to 65534)";
+    else if (c->raft.heartbeat_ms < 10 || c->raft.election_timeout_ms < 3 * c->raft.heartbeat_ms ||
+             c->raft.election_timeout_ms > 60000)
+        why =
+            "raft.heartbeat_ms must be at least 10 and raft.election_timeout_ms from 3 heartbeats "
+            "to 60000";
+    else if ((c->raft.tls_ca[0] || c->raft.tls_cert[0] || c->raft.tls_key[0]) &&
+             !(c->raft.tls_ca[0] && c->raft.tls_cert[0] && c->raft.tls_key[0]))
+        why = "raft.tls_ca, raft.tls_cert and raft.tls_key go together (mutual TLS between peers)";
     else if (c->pg.high_water < 1000)
         why = "pg.high_water must be at least 1000";
     else if (c->pg.batch < 1 || c->pg.batch > 100000)

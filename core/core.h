@@ -172,6 +172,16 @@ typedef struct core_config {
         uint64_t high_water; /* unflushed commands at which writes are refused */
         uint32_t batch;      /* commands per PostgreSQL transaction */
     } pg;
+    struct {
+        char peer[256];  /* HOST:PORT this node's peers reach it at (PORT and PORT+1) */
+        char join[2048]; /* comma-separated peer addresses of running members */
+        uint32_t election_timeout_ms;
+        uint32_t heartbeat_ms;
+        char tls_ca[1024]; /* with cert and key: tls+tcp with mutual verification */
+        char tls_cert[1024];
+        char tls_key[1024];
+        int fault_injection; /* tests only: PUT /v1/cluster/fault */
+    } raft;
 } core_config;
 
 void core_config_default(core_config *c);
@@ -180,6 +190,8 @@ int core_config_load_file(core_config *c, const char *path, char *err, size_t er
 /* Apply CIRCA_* environment variables. */
 int core_config_load_env(core_config *c, char *err, size_t errlen);
 int core_config_check(const core_config *c, char *err, size_t errlen);
+/* HOST:PORT with PORT 1..65534 (a peer uses PORT and PORT+1) */
+int core_hostport_valid(const char *s);
 
 /* ---- commands -----------------------------------------------------------
  * Every state change is a command: a versioned binary record carrying the

@@ -119,6 +119,16 @@ int h_login(req_ctx *c, const core_uuid *unused)
     if (strcmp(s->cfg->jwt.alg, "HS256") != 0)
         return reply_problem(c, 403, "forbidden",
                              "tokens come from the configured identity provider", NULL);
+    if (!c->resume && !repl_leads(s->rp)) {
+        /* a follower may not have applied a registration another node
+         * acknowledged: before saying "wrong email", ask the leader once */
+        char lower[CORE_MAX_EMAIL];
+        for (uint32_t i = 0; i < email.len; i++)
+            lower[i] =
+                (email.p[i] >= 'A' && email.p[i] <= 'Z') ? (char)(email.p[i] + 32) : email.p[i];
+        if (store_get(read_txn(c), DB_EMAILS, lower, email.len, &v) != 0)
+            return read_strong(c, h_login, unused);
+    }
     if (!(j = calloc(1, sizeof *j)))
         return reply_problem(c, 500, "internal", "out of memory", NULL);
     memcpy(j->rlkey, "login:", 6);

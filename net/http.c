@@ -64,6 +64,11 @@ static const char *route_names[R__COUNT] = {
     [R_HEALTHZ] = "/healthz",
     [R_READYZ] = "/readyz",
     [R_METRICS] = "/metrics",
+    [R_CLUSTER] = "/v1/cluster",
+    [R_CLUSTER_PROMOTE] = "/v1/cluster/nodes/{id}/promote",
+    [R_CLUSTER_DRAIN] = "/v1/cluster/drain",
+    [R_CLUSTER_DIGEST] = "/v1/cluster/digest",
+    [R_CLUSTER_FAULT] = "/v1/cluster/fault",
     [R_UNMATCHED] = "unmatched",
 };
 
@@ -109,6 +114,12 @@ static const route routes[] = {
     {EVHTTP_REQ_GET, "/healthz", R_HEALTHZ, h_healthz, AUTH_NONE},
     {EVHTTP_REQ_GET, "/readyz", R_READYZ, h_readyz, AUTH_NONE},
     {EVHTTP_REQ_GET, "/metrics", R_METRICS, h_metrics, AUTH_NONE},
+    {EVHTTP_REQ_GET, "/v1/cluster", R_CLUSTER, h_cluster_status, AUTH_REQUIRED},
+    {EVHTTP_REQ_POST, "/v1/cluster/nodes/{node}/promote", R_CLUSTER_PROMOTE, h_cluster_promote,
+     AUTH_REQUIRED},
+    {EVHTTP_REQ_POST, "/v1/cluster/drain", R_CLUSTER_DRAIN, h_cluster_drain, AUTH_REQUIRED},
+    {EVHTTP_REQ_GET, "/v1/cluster/digest", R_CLUSTER_DIGEST, h_cluster_digest, AUTH_REQUIRED},
+    {EVHTTP_REQ_PUT, "/v1/cluster/fault", R_CLUSTER_FAULT, h_cluster_fault, AUTH_REQUIRED},
 };
 
 /* ---- replies ---- */
@@ -245,6 +256,8 @@ static void reply_result(req_ctx *c)
         reply_buf(c, 201, "application/json", b);
         return;
     }
+    if (r->status == 503) /* no leader, or the node stops: worth retrying soon */
+        evhttp_add_header(evhttp_request_get_output_headers(c->req), "Retry-After", "1");
     reply_raw(c, r->status,
               r->status == 204 ? NULL
               : r->problem     ? "application/problem+json"
@@ -252,9 +265,29 @@ static void reply_result(req_ctx *c)
               r->body, r->body_len);
 }
 
+int read_strong(req_ctx *c, int (*fn)(req_ctx *, const core_uuid *), const core_uuid *id)
+{
+    c->resume = fn;
+    c->resume_id = *id;
+    c->rq.reply_to = c->a->in;
+    atomic_fetch_add(&c->a->srv->inflight, 1);
+    repl_op(c->a->srv->rp, &c->rq, REPL_OP_SYNC, 0);
+    return 0;
+}
+
 static void on_write_reply(req_ctx *c)
 {
     atomic_fetch_sub(&c->a->srv->inflight, 1);
+    if (c->resume && c->rq.res.status == 200) {
+        http_actor *a = c->a; /* the handler's answer frees c */
+        if (store_renew(&a->rtxn)) {
+            reply_problem(c, 503, "unavailable", "the store cannot be read", NULL);
+            return;
+        }
+        c->resume(c, &c->resume_id);
+        store_reset(&a->rtxn);
+        return;
+    }
     reply_result(c);
 }
 
@@ -420,9 +453,31 @@ static int rate_limit(req_ctx *c)
 /* ---- routing ---- */
 
 /* 1 match, 0 no; *id set when the pattern has {id} and the segment is a UUID */
+/* {id} is a UUID; {node} a raft node id (1 to 16 hex digits), stored
+ * big-endian in the first 8 bytes of id */
 static int match(const char *pattern, const char *path, core_uuid *id, int *bad_id)
 {
     while (*pattern && *path) {
+        if (strncmp(pattern, "{node}", 6) == 0) {
+            size_t len = strcspn(path, "/");
+            uint64_t v = 0;
+            if (len == 0)
+                return 0;
+            for (size_t i = 0; i < len; i++) {
+                int h = path[i] >= '0' && path[i] <= '9'   ? path[i] - '0'
+                        : path[i] >= 'a' && path[i] <= 'f' ? path[i] - 'a' + 10
+                        : path[i] >= 'A' && path[i] <= 'F' ? path[i] - 'A' + 10
+                                                           : -1;
+                if (h < 0 || len > 16)
+                    *bad_id = 1;
+                v = v << 4 | (uint64_t)(h & 15);
+            }
+            memset(id, 0, sizeof *id);
+            store_be64(id->b, v);
+            pattern += 6;
+            path += len;
+            continue;
+        }
         if (strncmp(pattern, "{id}", 4) == 0) {
             const char *end = strchr(path, '/');
             size_t len = end ? (size_t)(end - path) : strlen(path);
@@ -506,6 +561,19 @@ static void dispatch(struct evhttp_request *req, void *arg)
         reply_problem(c, 404, "not-found", "no such item", NULL);
         goto done;
     }
+    if (found->method == EVHTTP_REQ_GET && found->auth == AUTH_REQUIRED && found->id != R_CLUSTER &&
+        found->id != R_CLUSTER_DIGEST) {
+        const char *cons = query_get(c, "consistency");
+        if (cons && strcmp(cons, "strong") != 0 && strcmp(cons, "local") != 0) {
+            reply_problem(c, 422, "validation", "consistency must be local or strong",
+                          "consistency");
+            goto done;
+        }
+        if (cons && strcmp(cons, "strong") == 0) {
+            read_strong(c, found->fn, &id);
+            goto done;
+        }
+    }
     found->fn(c, &id);
 done:
     store_reset(&a->rtxn);
@@ -522,9 +590,12 @@ static int h_healthz(req_ctx *c, const core_uuid *id)
 
 static int h_readyz(req_ctx *c, const core_uuid *id)
 {
-    static const char ready[] = "{\"status\":\"ready\"}", draining[] = "{\"status\":\"draining\"}";
-    if (atomic_load(&c->a->srv->draining))
+    static const char ready[] = "{\"status\":\"ready\"}", draining[] = "{\"status\":\"draining\"}",
+                      catching_up[] = "{\"status\":\"catching-up\"}";
+    if (atomic_load(&c->a->srv->draining) || repl_draining(c->a->srv->rp))
         reply_json(c, 503, draining, sizeof draining - 1);
+    else if (!repl_ready(c->a->srv->rp))
+        reply_json(c, 503, catching_up, sizeof catching_up - 1);
     else
         reply_json(c, 200, ready, sizeof ready - 1);
     return 0;

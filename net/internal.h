@@ -47,6 +47,11 @@ enum route_id {
     R_HEALTHZ,
     R_READYZ,
     R_METRICS,
+    R_CLUSTER,
+    R_CLUSTER_PROMOTE,
+    R_CLUSTER_DRAIN,
+    R_CLUSTER_DIGEST,
+    R_CLUSTER_FAULT,
     R_UNMATCHED,
     R__COUNT
 };
@@ -104,6 +109,8 @@ struct req_ctx {
     char secret[72]; /* a new API key, shown once in the reply */
     json_t *body;    /* kept while a continuation needs its strings */
     hash_job *job;
+    int (*resume)(req_ctx *c, const core_uuid *id); /* a strong read, once caught up */
+    core_uuid resume_id;
 };
 
 struct http_actor {
@@ -154,6 +161,11 @@ store_txn *read_txn(req_ctx *c);
 const char *query_get(req_ctx *c, const char *name);
 /* requires a principal with one of the roles in mask (1 << role); replies on failure */
 int require_role(req_ctx *c, unsigned mask);
+/* Runs fn(c, id) again once this node applied everything the leader had
+ * committed when asked (the answer is the leader's 503 when there is none):
+ * ?consistency=strong, and lookups that must not miss a write another
+ * node acknowledged. c->resume says the handler runs for the second time. */
+int read_strong(req_ctx *c, int (*fn)(req_ctx *, const core_uuid *), const core_uuid *id);
 #define ROLES_STAFF ((1u << ROLE_LIBRARIAN) | (1u << ROLE_ADMIN) | (1u << ROLE_SERVICE))
 #define ROLES_ANY   ((1u << ROLE_MEMBER) | ROLES_STAFF)
 /* builds and submits a command (fills ts, actor, idempotency); replies on failure */
@@ -206,5 +218,11 @@ int h_rep_overdue(req_ctx *c, const core_uuid *id);
 int h_rep_per_day(req_ctx *c, const core_uuid *id);
 int h_rep_top(req_ctx *c, const core_uuid *id);
 int h_metrics(req_ctx *c, const core_uuid *id);
+/* api_cluster.c; promote's node id is in the first 8 bytes (big-endian) */
+int h_cluster_status(req_ctx *c, const core_uuid *id);
+int h_cluster_promote(req_ctx *c, const core_uuid *node);
+int h_cluster_drain(req_ctx *c, const core_uuid *id);
+int h_cluster_digest(req_ctx *c, const core_uuid *id);
+int h_cluster_fault(req_ctx *c, const core_uuid *id);
 
 #endif

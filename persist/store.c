@@ -7,6 +7,7 @@
 #include "core/core.h"
 
 #include <errno.h>
+#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -243,4 +244,51 @@ int store_backup(store *st, const char *dir)
     if (mkdir(dir, 0700) < 0 && errno != EEXIST)
         return CORE_EIO;
     return mdb_env_copy2(st->env, dir, MDB_CP_COMPACT) ? CORE_EIO : 0;
+}
+
+static int node_local_meta(const MDB_val *k)
+{
+    static const char *const names[] = {"ob_flushed", "raft_applied"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (k->mv_size == strlen(names[i]) && memcmp(k->mv_data, names[i], k->mv_size) == 0)
+            return 1;
+    return 0;
+}
+
+int store_digest(store_txn *t, uint8_t out[32])
+{
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    MDB_cursor *cur = NULL;
+    MDB_val k, v;
+    uint8_t len[8];
+    int rc = CORE_EIO;
+
+    if (!md || EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1)
+        goto out;
+    for (int db = 0; db < DB__COUNT; db++) {
+        if (db == DB_LOG || db == DB_OUTBOX || db == DB_RAFT)
+            continue;
+        if (mdb_cursor_open(t->txn, store_dbi(t->st, db), &cur))
+            goto out;
+        store_be64(len, (uint64_t)db);
+        EVP_DigestUpdate(md, len, 8);
+        for (int op = MDB_FIRST; mdb_cursor_get(cur, &k, &v, op) == 0; op = MDB_NEXT) {
+            if (db == DB_META && node_local_meta(&k))
+                continue;
+            store_be64(len, k.mv_size);
+            EVP_DigestUpdate(md, len, 8);
+            EVP_DigestUpdate(md, k.mv_data, k.mv_size);
+            store_be64(len, v.mv_size);
+            EVP_DigestUpdate(md, len, 8);
+            EVP_DigestUpdate(md, v.mv_data, v.mv_size);
+        }
+        mdb_cursor_close(cur);
+        cur = NULL;
+    }
+    rc = EVP_DigestFinal_ex(md, out, NULL) == 1 ? 0 : CORE_EIO;
+out:
+    if (cur)
+        mdb_cursor_close(cur);
+    EVP_MD_CTX_free(md);
+    return rc;
 }

@@ -150,6 +150,11 @@ int store_ob_next(store_ob *o, store_ob_row *r);
 /* makes every committed transaction durable (no-op with STORE_NOSYNC) */
 int store_sync(store *st);
 int store_info_get(store *st, store_info *info);
+/* SHA-256 over the replicated state in t: every database apply() writes,
+ * keys and values in order, without the node-local ones (raft log, raft
+ * state, outbox, meta ob_flushed and raft_applied). Two nodes that applied
+ * the same commands have the same digest. */
+int store_digest(store_txn *t, uint8_t out[32]);
 /* hot, compacted copy into dir (created if missing) */
 int store_backup(store *st, const char *dir);
 

@@ -50,6 +50,7 @@ struct wb {
     _Atomic uint64_t durable, flushed, oldest_ms;
     _Atomic uint64_t rows, commands, batches, errors;
     _Atomic int connected;
+    _Atomic int active; /* this node leads: it flushes (wb_set_active) */
 };
 
 static const char *cmd_names[CMD__COUNT] = {
@@ -799,6 +800,21 @@ static void *wb_main(void *arg)
         /* stopping: send what is durable over the connection we have, no new one */
         if (deadline && (core_mono_ns() > deadline || !w->pg))
             break;
+        if (!atomic_load(&w->active)) {
+            /* a follower: the leader flushes; hold no connection */
+            if (w->pg) {
+                PQfinish(w->pg);
+                w->pg = NULL;
+                atomic_store(&w->connected, 0);
+            }
+            w->cursor_known = 0;
+            w->failing = 0;
+            backoff = 0;
+            if (stop)
+                break;
+            wait_ms(w, 200, 1);
+            continue;
+        }
         err[0] = '\0';
         int rc = step(w, err, sizeof err);
         note_oldest(w);
@@ -916,6 +932,26 @@ void wb_durable(wb *w, uint64_t index)
     atomic_store(&w->durable, index);
     pthread_cond_signal(&w->cv);
     pthread_mutex_unlock(&w->mu);
+}
+
+void wb_set_active(wb *w, int on)
+{
+    if (!w || atomic_load(&w->active) == (on != 0))
+        return;
+    atomic_store(&w->active, on != 0);
+    core_log(LOG_INFO,
+             on ? "write-behind: this node leads; it flushes to PostgreSQL"
+                : "write-behind: this node no longer leads; the leader flushes",
+             NULL);
+}
+
+void wb_note_flushed(wb *w, uint64_t index)
+{
+    if (!w || atomic_load(&w->active))
+        return;
+    uint64_t cur = atomic_load(&w->flushed);
+    while (index > cur && !atomic_compare_exchange_weak(&w->flushed, &cur, index))
+        ;
 }
 
 uint64_t wb_trim_upto(wb *w)

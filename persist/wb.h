@@ -49,8 +49,16 @@ typedef struct wb_stats {
 int wb_dsn_valid(const char *dsn);
 
 /* Starts the flusher when cfg->pg.dsn is set (*out NULL and a log line
- * when it is not). Returns without waiting for PostgreSQL. */
+ * when it is not). Returns without waiting for PostgreSQL. The flusher
+ * idles (no connection) until wb_set_active: only the leader flushes. */
 int wb_start(store *st, const core_config *cfg, wb **out);
+/* the raft actor, when this node gains (1) or loses (0) leadership; the
+ * compare-and-set on PostgreSQL's flush cursor keeps a deposed leader's
+ * last batch from landing twice */
+void wb_set_active(wb *w, int on);
+/* on a follower: the leader says PostgreSQL has entries up to index (for
+ * trimming the outbox and the high-water mark) */
+void wb_note_flushed(wb *w, uint64_t index);
 /* the writer: entries up to index are on disk */
 void wb_durable(wb *w, uint64_t index);
 /* entries the writer may trim: everything when write-behind is off */

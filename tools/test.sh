@@ -9,6 +9,9 @@
 #
 #   tools/test.sh            all steps
 #   tools/test.sh STEP...    only the named steps (see STEPS below)
+#   tools/test.sh soak       opt-in, not in the default run: 20 rounds of
+#                            kill -9 the leader of a 3-node cluster under
+#                            load, then the history checker (SOAK_ROUNDS)
 #
 # Environment: FUZZ_SECONDS (per fuzz target, default 20), JOBS (build jobs).
 #
@@ -46,6 +49,7 @@ declare -A NEEDS=(
     [fuzz]=deps
     [format]=deps
     [terraform]=deps
+    [soak]=deps
 )
 
 FUZZ_SECONDS=${FUZZ_SECONDS:-20}
@@ -143,6 +147,11 @@ step_build-tsan() {
 # harness fails a test whose node printed a sanitizer report
 step_system-tsan() {
     TSAN_OPTIONS="halt_on_error=0 second_deadlock_stack=1" system_tests build-tsan/circa
+}
+
+step_soak() {
+    tools/build.sh release
+    python3 tests/system/soak_cluster.py --bin build/circa --rounds "${SOAK_ROUNDS:-20}"
 }
 
 step_fuzz() {

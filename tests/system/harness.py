@@ -15,12 +15,14 @@ import hmac
 import http.client
 import json
 import os
+import random
 import re
 import shutil
 import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.parse
 import uuid
@@ -58,6 +60,63 @@ def free_port():
     port = s.getsockname()[1]
     s.close()
     return port
+
+
+_ports_lock = threading.Lock()
+_ports_taken = set()
+
+
+def _ephemeral_range():
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            lo, hi = (int(x) for x in f.read().split())
+        return lo, hi
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+def _bindable(port):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        s.bind(("127.0.0.1", port))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+def pick_ports(count=1):
+    """The first of `count` consecutive free loopback ports, reserved for this process."""
+    lo, hi = _ephemeral_range()
+    ranges = []
+    if lo - 10000 >= 2000:
+        ranges.append((10000, lo - count))
+    if 65000 - hi >= 2000:
+        ranges.append((hi + 1, 65000 - count))
+    rng = random.Random()
+    with _ports_lock:
+        for _ in range(2000):
+            if ranges:
+                a, b = rng.choice(ranges)
+                p = rng.randrange(a, b)
+            else:
+                p = free_port()
+                if p + count > 65535:
+                    continue
+            ports = range(p, p + count)
+            if any(x in _ports_taken for x in ports):
+                continue
+            if all(_bindable(x) for x in ports):
+                _ports_taken.update(ports)
+                return p
+    raise AssertionError("found no %d consecutive free loopback ports" % count)
+
+
+def free_port_pair():
+    """A port P with P and P+1 free, outside the ephemeral range when there is room: a node's
+    peer address uses both and keeps them across restarts."""
+    return pick_ports(2)
 
 
 def deep_merge(base, over):
@@ -183,6 +242,9 @@ class Node:
         self.log_path = os.path.join(self.tmp, "stderr.log")
         self.proc = None
         self.port = None
+        # the peer address is part of the raft configuration: it stays the
+        # same across restarts of this node
+        self.peer_port = free_port_pair()
         self.starts = 0
         self.cleaned = False
         self.problems = []     # crashes, bad exit codes, sanitizer reports
@@ -199,7 +261,8 @@ class Node:
     def start(self, timeout=20.0):
         assert self.proc is None or self.proc.poll() is not None, "node already running"
         self.port = free_port()
-        cfg = deep_merge(BASE_CONFIG, {"content_base_url": self.base})
+        cfg = deep_merge(BASE_CONFIG, {"content_base_url": self.base,
+                                       "raft": {"peer": "127.0.0.1:%d" % self.peer_port}})
         cfg = deep_merge(cfg, self.overrides)
         with open(self.cfg_path, "w") as f:
             json.dump(cfg, f, indent=1)

@@ -344,3 +344,56 @@ Test(config, postgres_settings)
     cr_assert_neq(core_config_load_env(&c, err, sizeof err), 0);
     cr_assert(strstr(err, "CIRCA_PG_DSN"), "%s", err);
 }
+
+/* a raft check that fails names the setting */
+static void raft_refused(const char *json, const char *name)
+{
+    core_config c;
+    char err[256];
+    core_config_default(&c);
+    cr_assert_eq(load(&c, json, err, sizeof err), 0, "%s: %s", json, err);
+    cr_assert_neq(core_config_check(&c, err, sizeof err), 0, "%s was accepted", json);
+    cr_assert(strstr(err, name), "%s: %s", json, err);
+}
+
+Test(config, raft_settings)
+{
+    core_config c;
+    char err[256];
+
+    core_config_default(&c);
+    cr_assert_str_eq(c.raft.peer, "127.0.0.1:7080");
+    cr_assert_str_eq(c.raft.join, "");
+    cr_assert_eq(c.raft.election_timeout_ms, 1000);
+    cr_assert_eq(c.raft.heartbeat_ms, 100);
+    cr_assert_eq(
+        load(&c,
+             "{\"raft\": {\"peer\": \"10.0.0.5:7080\", \"join\": \"10.0.0.6:7080,"
+             "node-c.example:7080\", \"election_timeout_ms\": 500, \"heartbeat_ms\": 50,"
+             " \"tls_ca\": \"/ca.pem\", \"tls_cert\": \"/n.pem\", \"tls_key\": \"/n.key\"}}",
+             err, sizeof err),
+        0, "%s", err);
+    cr_assert_eq(core_config_check(&c, err, sizeof err), 0, "%s", err);
+    cr_assert_str_eq(c.raft.join, "10.0.0.6:7080,node-c.example:7080");
+    cr_assert_eq(c.raft.election_timeout_ms, 500);
+
+    raft_refused("{\"raft\": {\"peer\": \"nohost\"}}", "raft.peer");
+    raft_refused("{\"raft\": {\"peer\": \"h:65535\"}}", "raft.peer"); /* PORT+1 must exist */
+    raft_refused("{\"raft\": {\"peer\": \":7080\"}}", "raft.peer");
+    raft_refused("{\"raft\": {\"join\": \"a:1,,b:2\"}}", "raft.join");
+    raft_refused("{\"raft\": {\"join\": \"a:1,\"}}", "raft.join");
+    raft_refused("{\"raft\": {\"join\": \"a:x\"}}", "raft.join");
+    raft_refused("{\"raft\": {\"heartbeat_ms\": 5}}", "raft.heartbeat_ms");
+    raft_refused("{\"raft\": {\"heartbeat_ms\": 100, \"election_timeout_ms\": 200}}",
+                 "raft.election_timeout_ms");
+    raft_refused("{\"raft\": {\"tls_ca\": \"/ca.pem\"}}", "raft.tls_cert");
+
+    core_config_default(&c);
+    setenv("CIRCA_PEER", "127.0.0.1:9000", 1);
+    setenv("CIRCA_JOIN", "127.0.0.1:9010", 1);
+    cr_assert_eq(core_config_load_env(&c, err, sizeof err), 0, "%s", err);
+    unsetenv("CIRCA_PEER");
+    unsetenv("CIRCA_JOIN");
+    cr_assert_str_eq(c.raft.peer, "127.0.0.1:9000");
+    cr_assert_str_eq(c.raft.join, "127.0.0.1:9010");
+}

@@ -249,7 +249,7 @@ Test(store, map_full_keeps_the_store_consistent)
     cr_assert_eq(info.applied_index, last_ok);
     store_txn t;
     cr_assert_eq(store_begin(st, 0, &t), 0);
-    cr_assert_eq(store_meta_u64(&t, "log_last"), last_ok);
+    cr_assert_eq(store_meta_u64(&t, "applied"), last_ok);
     cr_assert_eq(store_meta_u64(&t, "count/FICTION"), (uint64_t)ok);
     MDB_stat ms;
     cr_assert_eq(mdb_stat(t.txn, store_dbi(st, DB_RES), &ms), 0);

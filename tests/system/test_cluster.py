@@ -1,0 +1,388 @@
+"""A Raft cluster of circa nodes on loopback (cluster.py), under faults, checked by history.py.
+
+Every test starts its own cluster (election timeout 500 ms, heartbeat 50 ms) and stops it.  The
+fault tests run a concurrent checkout/return workload (history.Workload) while they kill -9,
+SIGSTOP, isolate (fault switch), join or drain nodes, and end with the history checker: every ok
+write on every live node, no failed write took effect, no copy lent twice, identical digests.
+"""
+
+import contextlib
+import random
+import re
+import time
+import uuid
+
+import harness
+from cluster import Cluster, kill_leader_round, poll
+from harness import expect, check_problem
+from history import describe_times
+
+HEX16 = re.compile(r"^[0-9a-f]{16}$")
+WORKLOAD = dict(clients=6, resources=3, copies=2)
+
+
+@contextlib.contextmanager
+def running(wl):
+    """Run the workload for the block; stop it at the end (its own errors only if the block
+    succeeded, so they never hide the block's failure)."""
+    wl.start()
+    try:
+        yield wl
+    except BaseException:
+        try:
+            wl.stop()
+        except Exception:  # noqa: BLE001
+            pass
+        raise
+    wl.stop()
+
+
+def verify(c, wl, nodes=None):
+    rep = c.verify(wl, nodes)
+    print("    %s\n    %s" % (wl.summary(), str(rep).splitlines()[0]))
+    rep.assert_ok()
+    assert rep.stats["ok"] > 0, str(rep)
+    return rep
+
+
+def progress(wl, count=5, timeout=15.0):
+    """Wait until `count` more writes succeeded from now on."""
+    return wl.wait_ok_after(time.monotonic(), timeout=timeout, count=count)
+
+
+def key():
+    return {"Idempotency-Key": "t-" + uuid.uuid4().hex}
+
+
+# ---------------------------------------------------------------- (a)
+
+def test_follower_read_your_writes_and_tokens_everywhere():
+    c = Cluster(3, name="ryw")
+    try:
+        ld = c.leader()
+        # the leader listed the last promotion as committed; every node applies it soon after
+        c.wait_converged()
+        peers = {n.peer for n in c.nodes}
+        ids = set()
+        for n in c.nodes:
+            st = n.status()
+            assert st, "%s: GET /v1/cluster failed" % n.name
+            for k in ("id", "address", "state", "role", "leader", "term", "commit_index",
+                      "applied_index", "ready", "nodes"):
+                assert k in st, "%s: /v1/cluster lacks %r: %r" % (n.name, k, st)
+            assert HEX16.match(st["id"]), st
+            assert st["address"] == n.peer, (st, n.peer)
+            assert st["state"] == ("leader" if n is ld else "follower"), (n.name, st)
+            assert st["role"] == "voter" and st["ready"] is True, st
+            assert (st["leader"] or {}).get("id") == ld.node_id, (n.name, st, ld.node_id)
+            assert (st["leader"] or {}).get("address") == ld.peer, (n.name, st)
+            assert {x["address"] for x in st["nodes"]} == peers, st
+            assert {x["role"] for x in st["nodes"]} == {"voter"}, st
+            ids.add(st["id"])
+        assert len(ids) == 3, ids
+        expect(c.nodes[0].request("GET", "/v1/cluster", token=c.lib_token), 403)
+
+        f1, f2 = [n for n in c.nodes if n is not ld]
+        lib = c.lib_token
+        # every write through follower f1 is visible on f1 as soon as it is answered
+        r = f1.request("POST", "/v1/resources", {"title": "ryw", "type": "FICTION", "copies": 2},
+                       token=lib, headers=key())
+        rid = expect(r, 201)["id"]
+        expect(f1.request("GET", "/v1/resources/" + rid, token=lib), 200)
+        u = f1.register()
+        tok = f1.login(u["email"])
+        loan = expect(f1.request("POST", "/v1/loans", {"resource_id": rid}, token=tok, headers=key()), 201)
+        mine = expect(f1.request("GET", "/v1/me/loans", token=tok), 200)["items"]
+        assert [l["id"] for l in mine] == [loan["id"]], mine
+        assert f1.get_resource(rid, lib)["available"] == 1
+        # a strong read on the other follower confirms with the leader: it sees the write at once
+        strong = expect(f2.request("GET", "/v1/me/loans?consistency=strong", token=tok), 200)["items"]
+        assert [l["id"] for l in strong] == [loan["id"]], strong
+        # and every node has it soon
+        for n in c.nodes:
+            harness.poll(lambda: loan["id"] in [l["id"] for l in expect(
+                n.request("GET", "/v1/users/%s/loans" % u["id"], token=lib), 200)["items"]],
+                timeout=10, what="the loan on %s" % n.name)
+        # a return through f2: read-your-writes on f2
+        ret = expect(f2.request("POST", "/v1/loans/%s/return" % loan["id"], token=tok, headers=key()), 200)
+        assert ret["status"] == "returned", ret
+        mine = expect(f2.request("GET", "/v1/me/loans", token=tok), 200)["items"]
+        assert [(l["id"], l["status"]) for l in mine] == [(loan["id"], "returned")], mine
+        assert f2.get_resource(rid, lib)["available"] == 2
+
+        # tokens minted on any node's data dir are valid on every node
+        for src in c.nodes:
+            adm = src.admin()
+            mt = src.token(u["id"], "member")
+            for dst in c.nodes:
+                expect(dst.request("GET", "/v1/cluster", token=adm), 200)
+                me = expect(dst.request("GET", "/v1/me", token=mt), 200)
+                assert me["id"] == u["id"], (src.name, dst.name, me)
+        # circa status talks to the node running on the data dir
+        for n in c.nodes:
+            out = n.cli("status", "--data", n.data).stdout.decode()
+            assert n.node_id in out, "circa status --data %s printed %r" % (n.data, out)
+
+        idx = c.wait_converged()
+        d = c.digests()
+        assert len({(x.get("applied_index"), x.get("digest")) for x in d.values()}) == 1, d
+        assert all(x["applied_index"] >= idx and re.match(r"^[0-9a-f]{64}$", x["digest"])
+                   for x in d.values()), d
+    finally:
+        c.stop()
+
+
+# ---------------------------------------------------------------- (b)
+
+def test_kill9_leader_under_load_three_rounds():
+    c = Cluster(3, name="kill")
+    try:
+        wl = c.workload(**WORKLOAD)
+        times = []
+        with running(wl):
+            for _ in range(3):
+                times.append(kill_leader_round(c, wl))
+            progress(wl)
+        print("    failover, kill -9 leader -> first ok write: %s [%s]" % (
+            describe_times(times), ", ".join("%.2fs" % t for t in times)))
+        verify(c, wl)
+    finally:
+        c.stop()
+
+
+# ---------------------------------------------------------------- (c)
+
+def test_sigstop_leader_steps_down_and_catches_up():
+    c = Cluster(3, name="pause")
+    try:
+        wl = c.workload(**WORKLOAD)
+        with running(wl):
+            progress(wl)
+            old = c.leader()
+            old_term = old.status()["term"]
+            t = time.monotonic()
+            c.pause(old)
+            new = c.leader(exclude=[old], timeout=15)
+            dt = wl.wait_ok_after(t, timeout=15)
+            # stay stopped well past the election timeout
+            time.sleep(max(0.0, t + 4 * c.election_s + 0.5 - time.monotonic()))
+            new_term = new.status()["term"]
+            assert new_term > old_term, (old_term, new_term)
+            progress(wl)
+            c.resume(old)
+
+            def stepped_down():
+                st = old.status()
+                ld = c.find_leader()
+                return st and ld is not None and st["term"] >= new_term and \
+                    (st["state"] == "follower" and (st["leader"] or {}).get("id") == ld.node_id or
+                     st["state"] == "leader" and ld is old and st["term"] > new_term) and st
+            poll(stepped_down, timeout=15, what=lambda: "the old leader to step down (%s)" % c.describe())
+            c.wait_caught_up(old)
+            progress(wl, count=10)
+        print("    failover, SIGSTOP leader -> first ok write: %.2fs" % dt)
+        verify(c, wl)
+    finally:
+        c.stop()
+
+
+# ---------------------------------------------------------------- (d)
+
+def test_isolated_leader_majority_continues_then_heals():
+    c = Cluster(3, name="iso")
+    try:
+        wl = c.workload(**WORKLOAD)
+        # a side resource and member, outside the workload, for direct writes to the isolated node
+        side = c.workload(clients=1, resources=1, copies=1, name="iso-side")
+        side_rid, side_tok = next(iter(side.resources)), side.clients[0][0].token
+        with running(wl):
+            progress(wl)
+            old = c.leader()
+            c.isolate(old, True)
+            t_iso = time.monotonic()
+            new = c.leader(exclude=[old], timeout=15)
+            dt = wl.wait_ok_after(t_iso, timeout=15, count=20)
+            # reads on the isolated node still answer
+            expect(old.request("GET", "/v1/resources/" + side_rid, token=c.lib_token), 200)
+            time.sleep(max(0.0, t_iso + 3 * c.election_s - time.monotonic()))
+            # a write to the isolated node does not hang and does not succeed
+            t0 = time.monotonic()
+            r = old.request("POST", "/v1/loans", {"resource_id": side_rid}, token=side_tok,
+                            headers=key(), timeout=15)
+            assert r.status == 503 and time.monotonic() - t0 <= 6.0, \
+                "write to the isolated node: %r after %.1fs" % (r, time.monotonic() - t0)
+            assert r.headers.get("Retry-After"), r
+            progress(wl, count=10)
+            t_heal = time.monotonic()
+            c.isolate(old, False)
+            c.wait_caught_up(old)
+            poll(lambda: (old.status() or {}).get("state") == "follower" and
+                 ((old.status() or {}).get("leader") or {}).get("id") == c.leader().node_id,
+                 timeout=15, what=lambda: "the healed node to follow the leader (%s)" % c.describe())
+            progress(wl, count=10)
+        # nothing the isolated node answered ok while cut off (for operations begun after the cut)
+        bad = [o for o in wl.snapshot() if o.invoke > t_iso for a in o.attempts
+               if a.node == old.name and a.cls == "ok" and a.t1 < t_heal]
+        assert not bad, "the isolated node answered writes ok:\n  %s" % "\n  ".join(map(str, bad[:5]))
+        print("    failover, isolate leader -> first ok write: %.2fs" % dt)
+        verify(c, wl)
+    finally:
+        c.stop()
+
+
+# ---------------------------------------------------------------- (e)
+
+def test_join_fourth_node_under_load_and_promote():
+    c = Cluster(3, name="join")
+    try:
+        wl = c.workload(**WORKLOAD)
+        with running(wl):
+            progress(wl)
+            n4 = c.add_node()                   # --join all three; ready = caught up
+            st = n4.status()
+            assert st and st["ready"] is True and st["role"] == "standby", st
+            c.wait_role(n4, "standby")
+            progress(wl)
+            c.promote(n4)
+            harness.poll(lambda: (n4.status() or {}).get("role") == "voter", timeout=15,
+                         what="%s to report role voter" % n4.name)
+            t = time.monotonic()
+            harness.poll(lambda: any(a.node == n4.name and a.cls == "ok" and a.t0 >= t
+                                     for o in wl.snapshot() for a in list(o.attempts)),
+                         timeout=15, what="a write through the new node")
+            progress(wl, count=10)
+        assert len(c.live()) == 4
+        assert sorted(c.roles().values()) == ["voter"] * 4, c.roles()
+        verify(c, wl)
+    finally:
+        c.stop()
+
+
+# ---------------------------------------------------------------- (f)
+
+def test_drain_leader_moves_leadership_and_exits_0():
+    c = Cluster(3, name="drain")
+    try:
+        wl = c.workload(clients=3, resources=3, copies=2)
+        with running(wl):
+            progress(wl)
+            old = c.leader()
+            old_id = old.node_id
+            c.drain(old)
+
+            def unready():
+                try:
+                    return old.request("GET", "/readyz", timeout=2).status == 503
+                except OSError:
+                    return not old.alive()
+            harness.poll(unready, timeout=5, what="the draining node to answer /readyz 503")
+            c.leader(exclude=[old], timeout=20)
+            rc = old.wait_exit(30)
+            assert rc == 0, "the drained node exited with %r (log: %s)" % (rc, old.log_path)
+            progress(wl, count=10)
+        ops = wl.snapshot()
+        bad = [o for o in ops if o.outcome == "unknown" or
+               (o.outcome == "fail" and (o.status is None or o.status >= 500 or o.status in (429, 503)))]
+        assert not bad, "%d operations ended in an error the client could not retry away:\n  %s" % (
+            len(bad), "\n  ".join(map(str, bad[:8])))
+        st = c.leader().status()
+        assert old_id not in [x["id"] for x in st["nodes"]] and len(st["nodes"]) == 2, st
+        verify(c, wl)
+    finally:
+        c.stop()
+
+
+# ---------------------------------------------------------------- (g)
+
+def test_five_nodes_kill9_leader_and_one_more():
+    c = Cluster(5, name="five")
+    try:
+        wl = c.workload(**WORKLOAD)
+        with running(wl):
+            progress(wl)
+            old = c.leader()
+            victim = random.choice([n for n in c.live() if n is not old])
+            t = time.monotonic()
+            c.kill9(old)
+            c.kill9(victim)
+            c.leader(exclude=[old, victim], timeout=15)
+            dt = wl.wait_ok_after(t, timeout=20)
+            progress(wl, count=20)
+        print("    failover, kill -9 leader + follower of 5 -> first ok write: %.2fs" % dt)
+        assert len(c.live()) == 3
+        verify(c, wl)
+    finally:
+        c.stop()
+
+
+# ---------------------------------------------------------------- (h)
+
+def _no_quorum_write(n, rid, tok, kinds):
+    t0 = time.monotonic()
+    r = n.request("POST", "/v1/loans", {"resource_id": rid}, token=tok, headers=key(), timeout=15)
+    dt = time.monotonic() - t0
+    assert dt <= 5.0, "write without quorum on %s took %.1fs: %r" % (n.name, dt, r)
+    expect(r, 503)
+    assert r.headers.get("Retry-After"), "503 without Retry-After: %r" % (r,)
+    kind = r.body.get("type", "").rsplit("/problems/", 1)[-1] if isinstance(r.body, dict) else None
+    assert kind in kinds, "expected problem %s, got %r" % (" or ".join(kinds), r)
+    check_problem(r, kind)
+    return r
+
+
+def test_no_quorum_write_503_fast_read_200():
+    c = Cluster(3, name="noq")
+    try:
+        lib = c.lib_token
+        ld = c.leader()
+        rid = expect(ld.request("POST", "/v1/resources", {"title": "nq", "type": "FICTION", "copies": 3},
+                                token=lib, headers=key()), 201)["id"]
+        u = ld.register()
+        tok = ld.login(u["email"])
+        loan = expect(ld.request("POST", "/v1/loans", {"resource_id": rid}, token=tok, headers=key()), 201)
+        rid2 = expect(ld.request("POST", "/v1/resources", {"title": "nq2", "type": "FICTION"},
+                                 token=lib, headers=key()), 201)["id"]
+        c.wait_converged()
+
+        def reads_ok(n):
+            mine = expect(n.request("GET", "/v1/me/loans", token=tok, timeout=5), 200)["items"]
+            assert loan["id"] in [l["id"] for l in mine], mine
+            expect(n.request("GET", "/v1/resources/" + rid, token=lib, timeout=5), 200)
+
+        # 1: the survivor is a follower (the leader and the other follower die)
+        f1, f2 = [n for n in c.nodes if n is not ld]
+        c.kill9(ld)
+        c.kill9(f2)
+        _no_quorum_write(f1, rid2, tok, ("no-leader", "outcome-unknown"))
+        reads_ok(f1)
+        time.sleep(3 * c.election_s)
+        _no_quorum_write(f1, rid2, tok, ("no-leader",))
+        reads_ok(f1)
+
+        # quorum back: writes work again
+        c.restart(ld, wait_ready=False)
+        c.restart(f2, wait_ready=False)
+        for n in (ld, f2):
+            n.wait_ready(30)
+        ld2 = c.leader(timeout=20)
+        def write_ok():
+            try:
+                return ld2.request("POST", "/v1/resources", {"title": "back", "type": "FICTION"},
+                                   token=lib, headers=key(), timeout=5).status == 201
+            except OSError:
+                return False
+        poll(write_ok, timeout=15, what="a write after quorum came back")
+        c.wait_converged()
+
+        # 2: the survivor is the leader (both followers die)
+        for n in [n for n in c.nodes if n is not ld2]:
+            c.kill9(n)
+        _no_quorum_write(ld2, rid2, tok, ("no-leader", "outcome-unknown"))
+        reads_ok(ld2)
+        time.sleep(3 * c.election_s)
+        _no_quorum_write(ld2, rid2, tok, ("no-leader",))
+        reads_ok(ld2)
+        st = ld2.status()
+        assert st and st["state"] != "leader", "a leader without quorum did not step down: %r" % (st,)
+    finally:
+        c.stop()
