@@ -551,6 +551,7 @@ static void print_status(json_t *st, const target *t)
     json_t *leader = json_object_get(st, "leader"), *nodes = json_object_get(st, "nodes"), *n;
     const char *self = jstr(st, "id"), *lid = json_is_object(leader) ? jstr(leader, "id") : NULL;
     const char *drain = json_string_value(json_object_get(st, "drain"));
+    json_t *ins = json_object_get(st, "install");
     char a[24], b[24], c[24], line[600];
     int idw = 2, addrw = 4, lag = 0;
     size_t i;
@@ -568,6 +569,9 @@ static void print_status(json_t *st, const target *t)
         printf("leader   none known\n");
     if (drain)
         printf("drain    %s\n", drain);
+    if (json_is_object(ins))
+        printf("install  snapshot %s from %s: %s rows, %s bytes so far\n", jint(ins, "index", a),
+               jstr(ins, "source"), jint(ins, "rows", b), jint(ins, "bytes", c));
     if (!json_is_array(nodes) || json_array_size(nodes) == 0)
         return;
     json_array_foreach (nodes, i, n) {

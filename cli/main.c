@@ -94,7 +94,12 @@ static const char usage_user[] =
     "usage: circa user add --data DIR --email EMAIL --role ROLE [--name NAME] [--plan PLAN]\n"
     "                      [--password-stdin] [--config FILE]\n"
     "\n"
-    "Creates a user in DIR (safe while a node runs on it) and prints it as JSON.\n"
+    "Creates a user in DIR and prints it as JSON: the first admin of a new cluster,\n"
+    "before its first node starts (the cluster then starts from that state, and nodes\n"
+    "that join later receive it). Once a node has run on DIR, create users through\n"
+    "the API instead (POST /v1/auth/register, then PATCH /v1/users/{id} with an\n"
+    "admin token from `circa token`): a write outside the replicated log would\n"
+    "reach no other node.\n"
     "Without --password-stdin a random password is generated and printed on stderr.\n";
 
 static const char usage_backup[] =
@@ -526,6 +531,15 @@ static int cmd_user(int argc, char **argv)
         return 1;
     if (store_open(data, cfg.map_size_mb << 20, 0, &st)) {
         fprintf(stderr, "circa: cannot open data directory %s\n", data);
+        return 1;
+    }
+    if (repl_has_log(st)) {
+        store_close(st);
+        fprintf(stderr,
+                "circa: a node has already run on %s: its state is replicated, so create users "
+                "through the API (POST /v1/auth/register, then PATCH /v1/users/{id} with an "
+                "admin token from `circa token --data %s --role admin ...`)\n",
+                data, data);
         return 1;
     }
     /* a new directory gets its cluster state the same way a node would */

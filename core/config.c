@@ -42,6 +42,9 @@ void core_config_default(core_config *c)
     snprintf(c->raft.peer, sizeof c->raft.peer, "127.0.0.1:7080");
     c->raft.election_timeout_ms = 1000;
     c->raft.heartbeat_ms = 100;
+    c->raft.snapshot_threshold = 4096;
+    c->raft.snapshot_trailing = 8192;
+    c->raft.snapshot_chunk_kib = 1024;
 }
 
 enum kind { K_STR, K_INT, K_U32, K_U64, K_BOOL, K_NUM, K_LOG };
@@ -111,6 +114,9 @@ static const field raft_fields[] = {
     F("join", K_STR, raft.join),
     F("election_timeout_ms", K_U32, raft.election_timeout_ms),
     F("heartbeat_ms", K_U32, raft.heartbeat_ms),
+    F("snapshot_threshold", K_U32, raft.snapshot_threshold),
+    F("snapshot_trailing", K_U32, raft.snapshot_trailing),
+    F("snapshot_chunk_kib", K_U32, raft.snapshot_chunk_kib),
     F("tls_ca", K_STR, raft.tls_ca),
     F("tls_cert", K_STR, raft.tls_cert),
     F("tls_key", K_STR, raft.tls_key),
@@ -358,6 +364,10 @@ int core_config_check(const core_config *c, char *err, size_t errlen)
         why =
             "raft.heartbeat_ms must be at least 10 and raft.election_timeout_ms from 3 heartbeats "
             "to 60000";
+    else if (c->raft.snapshot_threshold < 8 || c->raft.snapshot_trailing < 8)
+        why = "raft.snapshot_threshold and raft.snapshot_trailing must be at least 8";
+    else if (c->raft.snapshot_chunk_kib < 1 || c->raft.snapshot_chunk_kib > 8192)
+        why = "raft.snapshot_chunk_kib must be from 1 to 8192 (the wire's frames are 16 MiB)";
     else if ((c->raft.tls_ca[0] || c->raft.tls_cert[0] || c->raft.tls_key[0]) &&
              !(c->raft.tls_ca[0] && c->raft.tls_cert[0] && c->raft.tls_key[0]))
         why = "raft.tls_ca, raft.tls_cert and raft.tls_key go together (mutual TLS between peers)";

@@ -180,7 +180,10 @@ typedef struct core_config {
         char tls_ca[1024]; /* with cert and key: tls+tcp with mutual verification */
         char tls_cert[1024];
         char tls_key[1024];
-        int fault_injection; /* tests only: PUT /v1/cluster/fault */
+        uint32_t snapshot_threshold; /* entries between snapshots */
+        uint32_t snapshot_trailing;  /* entries kept after one (followers catch up from them) */
+        uint32_t snapshot_chunk_kib; /* state per chunk when a node installs a snapshot */
+        int fault_injection;         /* tests only: PUT /v1/cluster/fault */
     } raft;
 } core_config;
 

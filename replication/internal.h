@@ -160,4 +160,44 @@ void fsm_done_free(fsm_done *d);
 int fsm_snap_desc(uint64_t index, raft_id source, const char *address, struct raft_buffer *out);
 int fsm_snap_parse(const uint8_t *p, size_t len, uint64_t *index, raft_id *source, char *address);
 
+/* ---- snap.c: a node's state in bounded chunks (see snap.c) ------------- */
+
+/* 1 for the databases a snapshot carries: all but the raft log and state */
+int snap_db_copied(int db);
+
+typedef struct snap_src snap_src;
+snap_src *snap_src_new(store *st);
+void snap_src_free(snap_src *s);
+/* Answers one chunk request (req: the fields after the request kind) by
+ * appending the reply's fields to w, at most about budget bytes of rows.
+ * CORE_EINVAL malformed, CORE_ENOENT unknown or expired session (start
+ * over), CORE_ERANGE this node's state is older than the index, CORE_EIO. */
+int snap_src_chunk(snap_src *s, wire_rd *req, wire_wr *w, size_t budget, int64_t now_ns);
+/* closes sessions idle for a minute */
+void snap_src_expire(snap_src *s, int64_t now_ns);
+/* sessions open */
+int snap_src_open(const snap_src *s);
+
+/* The installer's position. */
+typedef struct snap_inst {
+    uint64_t index;   /* the snapshot's raft index */
+    uint64_t session; /* 0 until the source opened one */
+    uint64_t applied; /* the source's raft_applied in that session */
+    int db;           /* where the next chunk starts: after key in db */
+    core_buf key;
+    int cleared; /* the replicated databases were emptied in this session */
+    int done;
+    uint64_t rows, bytes; /* installed so far (across restarts) */
+} snap_inst;
+
+void snap_inst_init(snap_inst *in, uint64_t index);
+/* the session is gone: start over (the next chunk empties the state again) */
+void snap_inst_restart(snap_inst *in);
+/* appends the next request's fields to w; w->failed on error */
+int snap_inst_request(const snap_inst *in, wire_wr *w);
+/* Checks a reply (the fields after the answer code) whole, then writes its
+ * rows in t (the first chunk of a session empties the replicated databases
+ * and sets meta "installing"). CORE_EINVAL when malformed: nothing written. */
+int snap_inst_apply(snap_inst *in, store_txn *t, wire_rd *rep);
+
 #endif

@@ -29,6 +29,7 @@
 
 #include "replication/internal.h"
 
+#include <arpa/inet.h>
 #include <event2/event.h>
 #include <jansson.h>
 #include <nng/nng.h>
@@ -66,10 +67,11 @@ enum {
     MSG_RPC,     /* a request on a rep context */
     MSG_FWD_REP, /* the leader answered a forwarded batch */
     MSG_OP,
+    MSG_SNAP_REP, /* a chunk of a snapshot being installed */
 };
 
 /* request kinds on the rep socket */
-enum { RPC_FORWARD = 1, RPC_JOIN, RPC_PROMOTE, RPC_REMOVE, RPC_SYNC };
+enum { RPC_FORWARD = 1, RPC_JOIN, RPC_PROMOTE, RPC_REMOVE, RPC_SYNC, RPC_SNAP };
 /* notices (WIRE_NOTE) */
 enum { NOTE_FLUSHED = 1 };
 /* answer codes */
@@ -203,7 +205,9 @@ struct repl {
     int nsent, capsent;
 
     /* nng */
-    nng_tls_config *tls_server, *tls_client;
+    nng_tls_config *tls_server;
+    int tls;                          /* tls+tcp between nodes */
+    char *tls_cert_pem, *tls_key_pem; /* for each dialer's client configuration */
     nng_socket pull, rep, req;
     nng_aio *pull_aio;
     frame_msg pull_fm;
@@ -231,7 +235,29 @@ struct repl {
     struct raft_transfer xfer; /* raft keeps a pointer to it while it runs */
     int drain, drain_asked;    /* DRAIN_*; a removal request is in flight */
     syncw *syncs;              /* strong reads waiting */
-    struct event *drain_ev;    /* retries the drain's next step */
+
+    /* snapshots: sessions this node serves; the install this node runs
+     * (one at a time: raft waits for it) */
+    snap_src *src;
+    struct {
+        int active;
+        struct raft_io_snapshot_put *req;
+        raft_io_snapshot_put_cb cb;
+        const struct raft_snapshot *snap; /* raft's, valid until cb */
+        snap_inst in;
+        char source[WIRE_MAX_ADDR + 1];
+        int failures;
+        nng_socket sock;
+        int sock_open;
+        nng_aio *aio;
+        _Atomic int sending;
+        frame_msg fm;
+        struct event *retry;
+        int64_t started_ns, logged_ns;
+    } ins;
+    _Atomic uint64_t s_ins_rows, s_ins_bytes;
+    _Atomic int s_installing;
+    struct event *drain_ev; /* retries the drain's next step */
 
     uint64_t applied_seq;
     _Atomic uint64_t flushed_note; /* the leader's flushed index, on followers */
@@ -240,6 +266,8 @@ struct repl {
     _Atomic uint64_t s_term, s_commit, s_applied, s_last;
     _Atomic int s_leader, s_ready, s_draining;
 };
+
+static void observe(repl *r);
 
 static void fail_result(apply_result *res, int status, const char *kind, const char *detail)
 {
@@ -287,9 +315,116 @@ static int url_of(const repl *r, const char *hostport, int plus, char *out, size
     if (!colon)
         return CORE_EINVAL;
     int port = atoi(colon + 1) + plus;
-    int w = snprintf(out, n, "%s://%.*s:%d", r->tls_client ? "tls+tcp" : "tcp",
-                     (int)(colon - hostport), hostport, port);
+    int w = snprintf(out, n, "%s://%.*s:%d", r->tls ? "tls+tcp" : "tcp", (int)(colon - hostport),
+                     hostport, port);
     return w < 0 || (size_t)w >= n ? CORE_ERANGE : 0;
+}
+
+/* a PEM file as a NUL-terminated string (at most 256 KiB), or NULL */
+static char *pem_read(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    char *b = NULL;
+    size_t n;
+
+    if (!f)
+        return NULL;
+    if ((b = malloc((256 << 10) + 1)) && (n = fread(b, 1, 256 << 10, f)) > 0 && !ferror(f) &&
+        fgetc(f) == EOF)
+        b[n] = '\0';
+    else {
+        free(b);
+        b = NULL;
+    }
+    fclose(f);
+    return b;
+}
+
+static int is_ip(const char *host)
+{
+    struct in6_addr a;
+    return inet_pton(AF_INET, host, &a) == 1 || inet_pton(AF_INET6, host, &a) == 1;
+}
+
+/* a client TLS configuration for one dialer: this node's certificate, the
+ * CA, and a DNS name the peer's certificate must carry (an IP address is
+ * not checked: mbedTLS 2.28, nng's TLS in Debian 12, matches no IP SANs;
+ * the CA still vouches for the peer) */
+static nng_tls_config *tls_client_new(repl *r, const char *host, int *err)
+{
+    nng_tls_config *t;
+    int rv;
+    if ((rv = nng_tls_config_alloc(&t, NNG_TLS_MODE_CLIENT)))
+        goto fail;
+    if ((rv = nng_tls_config_ca_file(t, r->cfg.raft.tls_ca)) ||
+        (rv = nng_tls_config_own_cert(t, r->tls_cert_pem, r->tls_key_pem, NULL)) ||
+        (rv = nng_tls_config_auth_mode(t, NNG_TLS_AUTH_MODE_REQUIRED)) ||
+        (!is_ip(host) && (rv = nng_tls_config_server_name(t, host)))) {
+        nng_tls_config_free(t);
+        goto fail;
+    }
+    return t;
+fail:
+    *err = rv;
+    return NULL;
+}
+
+/* tls+tcp with mutual verification: both sides present a certificate of
+ * the configured CA and require one from the peer; a dialer also checks
+ * the name in the listener's certificate against the peer's host */
+static int tls_setup(repl *r)
+{
+    const core_config *c = &r->cfg;
+    nng_tls_config *t = NULL;
+    int rv = 0;
+
+    if (!c->raft.tls_ca[0])
+        return 0;
+    r->tls_cert_pem = pem_read(c->raft.tls_cert);
+    r->tls_key_pem = pem_read(c->raft.tls_key);
+    if (!r->tls_cert_pem || !r->tls_key_pem ||
+        (rv = nng_tls_config_alloc(&r->tls_server, NNG_TLS_MODE_SERVER)) ||
+        (rv = nng_tls_config_ca_file(r->tls_server, c->raft.tls_ca)) ||
+        (rv = nng_tls_config_own_cert(r->tls_server, r->tls_cert_pem, r->tls_key_pem, NULL)) ||
+        (rv = nng_tls_config_auth_mode(r->tls_server, NNG_TLS_AUTH_MODE_REQUIRED)) ||
+        !(t = tls_client_new(r, "localhost", &rv))) {
+        core_log(LOG_ERROR, "cannot load the peer TLS files (PEM: CA, certificate, key)",
+                 "\"ca\":\"%s\",\"cert\":\"%s\",\"key\":\"%s\",\"error\":\"%s\"", c->raft.tls_ca,
+                 c->raft.tls_cert, c->raft.tls_key,
+                 rv ? nng_strerror(rv) : "cannot read the certificate or key");
+        return CORE_EINVAL;
+    }
+    nng_tls_config_free(t); /* the client side loads: dialers make their own */
+    r->tls = 1;
+    return 0;
+}
+
+/* dials HOST:PORT+plus on s (TLS with the host's name when configured) */
+static int peer_dial(repl *r, nng_socket s, const char *hostport, int plus, int flags)
+{
+    char url[300], host[WIRE_MAX_ADDR + 1];
+    const char *colon = strrchr(hostport, ':');
+    nng_tls_config *t = NULL;
+    nng_dialer d;
+    int rv;
+
+    if (!colon || url_of(r, hostport, plus, url, sizeof url) || nng_dialer_create(&d, s, url))
+        return CORE_EINVAL;
+    if (r->tls) {
+        snprintf(host, sizeof host, "%.*s", (int)(colon - hostport), hostport);
+        if (!(t = tls_client_new(r, host, &rv)) || nng_dialer_set_ptr(d, NNG_OPT_TLS_CONFIG, t)) {
+            if (t)
+                nng_tls_config_free(t);
+            nng_dialer_close(d);
+            return CORE_EIO;
+        }
+        nng_tls_config_free(t); /* the dialer holds its own reference */
+    }
+    if (nng_dialer_start(d, flags)) {
+        nng_dialer_close(d);
+        return CORE_EIO;
+    }
+    return 0;
 }
 
 /* ----------------------------------------------------------- sync thread */
@@ -443,10 +578,48 @@ static void io_close(struct raft_io *io, raft_io_close_cb cb)
 {
     repl *r = io->impl;
     r->closing = 1;
+    if (r->ins.active) { /* raft is closing: it takes a cancelled put */
+        r->ins.active = 0;
+        r->ins.cb(r->ins.req, RAFT_CANCELED);
+    }
     if (r->raft_tick)
         event_del(r->raft_tick);
     if (cb)
         cb(io);
+}
+
+/* the snapshot metadata in t, with a descriptor naming this node (at addr)
+ * as the source of its state */
+static int snap_load(repl *r, store_txn *t, const char *addr, struct raft_snapshot **out)
+{
+    struct raft_snapshot *s = raft_calloc(1, sizeof *s);
+    uint64_t index = raft_meta_get(t, "snap_index");
+    MDB_val cv;
+    struct raft_buffer cb;
+
+    if (!s || !(s->bufs = raft_calloc(1, sizeof *s->bufs)))
+        goto fail;
+    s->index = index;
+    s->term = raft_meta_get(t, "snap_term");
+    s->configuration_index = raft_meta_get(t, "snap_conf_index");
+    raft_configuration_init(&s->configuration);
+    if (!index || store_get(t, DB_RAFT, "snap_conf", 9, &cv))
+        goto fail;
+    cb.base = cv.mv_data;
+    cb.len = cv.mv_size;
+    if (raft_configuration_decode(&cb, &s->configuration) ||
+        fsm_snap_desc(index, r->id, addr, &s->bufs[0]))
+        goto fail;
+    s->n_bufs = 1;
+    *out = s;
+    return 0;
+fail:
+    if (s) {
+        raft_configuration_close(&s->configuration);
+        raft_free(s->bufs);
+        raft_free(s);
+    }
+    return RAFT_IOERR;
 }
 
 /* the log with its snapshot, as raft_start expects it */
@@ -500,35 +673,8 @@ static int io_load(struct raft_io *io, raft_term *term, raft_id *voted_for,
             off += v.mv_size - 9;
         }
     }
-    if (snap_index) {
-        struct raft_snapshot *s = raft_calloc(1, sizeof *s);
-        MDB_val cv;
-        struct raft_buffer cb;
-        if (!s || !(s->bufs = raft_calloc(1, sizeof *s->bufs)))
-            goto snap_fail;
-        s->index = snap_index;
-        s->term = raft_meta_get(&t, "snap_term");
-        s->configuration_index = raft_meta_get(&t, "snap_conf_index");
-        raft_configuration_init(&s->configuration);
-        if (store_get(&t, DB_RAFT, "snap_conf", 9, &cv))
-            goto snap_fail;
-        cb.base = cv.mv_data;
-        cb.len = cv.mv_size;
-        if (raft_configuration_decode(&cb, &s->configuration) ||
-            fsm_snap_desc(snap_index, r->id, "", &s->bufs[0]))
-            goto snap_fail;
-        s->n_bufs = 1;
-        *snapshot = s;
-        goto snap_ok;
-snap_fail:
-        if (s) {
-            raft_configuration_close(&s->configuration);
-            raft_free(s->bufs);
-            raft_free(s);
-        }
+    if (snap_index && snap_load(r, &t, r->addr, snapshot))
         goto out;
-    }
-snap_ok:
     r->next_index = *start_index + n;
     *entries = es;
     *n_entries = n;
@@ -618,7 +764,6 @@ static int io_set_vote(struct raft_io *io, raft_id server_id)
 
 static peer *peer_get(repl *r, raft_id id, const char *addr)
 {
-    char url[300];
     peer *p = NULL;
 
     for (int i = 0; i < r->npeers; i++)
@@ -639,14 +784,12 @@ static peer *peer_get(repl *r, raft_id id, const char *addr)
     }
     if (!p->open) {
         snprintf(p->addr, sizeof p->addr, "%s", addr);
-        if (url_of(r, addr, 0, url, sizeof url) || nng_push0_open(&p->push))
+        if (nng_push0_open(&p->push))
             return NULL;
         nng_setopt_int(p->push, NNG_OPT_SENDBUF, 256);
         nng_setopt_ms(p->push, NNG_OPT_RECONNMINT, 50);
         nng_setopt_ms(p->push, NNG_OPT_RECONNMAXT, 1000);
-        if (r->tls_client)
-            nng_socket_set_ptr(p->push, NNG_OPT_TLS_CONFIG, r->tls_client);
-        if (nng_dial(p->push, url, NULL, NNG_FLAG_NONBLOCK)) {
+        if (peer_dial(r, p->push, addr, 0, NNG_FLAG_NONBLOCK)) {
             nng_close(p->push);
             return NULL;
         }
@@ -775,6 +918,220 @@ static int snap_meta_put(repl *r, const struct raft_snapshot *s)
     return 0;
 }
 
+/* ------------------------------------------------------ installing state */
+
+#define INSTALL_TIMEOUT_MS 30000
+
+static void install_send(repl *r);
+
+static void install_cb(void *arg)
+{
+    repl *r = arg;
+    int rv = nng_aio_result(r->ins.aio);
+
+    if (rv == 0 && atomic_load(&r->ins.sending)) {
+        atomic_store(&r->ins.sending, 0);
+        nng_recv_aio(r->ins.sock, r->ins.aio);
+        return;
+    }
+    if (rv && atomic_load(&r->ins.sending))
+        nng_msg_free(nng_aio_get_msg(r->ins.aio)); /* never sent: still ours */
+    atomic_store(&r->ins.sending, 0);
+    r->ins.fm.m = rv == 0 ? nng_aio_get_msg(r->ins.aio) : NULL;
+    r->ins.fm.ctx = rv;
+    r->ins.fm.link.type = MSG_SNAP_REP;
+    core_inbox_push(r->in, &r->ins.fm.link);
+}
+
+/* (re)connects to the source: the descriptor's node first, the leader
+ * after it failed a few times (any node whose state covers the index
+ * will do) */
+static int install_connect(repl *r)
+{
+    const char *target = r->ins.source, *laddr = NULL;
+    raft_id lid = 0;
+
+    if (r->ins.failures >= 3) {
+        raft_leader(&r->raft, &lid, &laddr);
+        if (lid && laddr && lid != r->id) {
+            target = laddr;
+            snap_inst_restart(&r->ins.in); /* a new source: a new session */
+        }
+    }
+    if (r->ins.sock_open)
+        nng_close(r->ins.sock);
+    r->ins.sock_open = 0;
+    if (nng_req0_open(&r->ins.sock))
+        return CORE_EIO;
+    r->ins.sock_open = 1;
+    nng_setopt_ms(r->ins.sock, NNG_OPT_REQ_RESENDTIME, NNG_DURATION_INFINITE);
+    nng_setopt_ms(r->ins.sock, NNG_OPT_RECONNMINT, 50);
+    nng_setopt_size(r->ins.sock, NNG_OPT_RECVMAXSZ, WIRE_MAX_FRAME);
+    return peer_dial(r, r->ins.sock, target, 1, NNG_FLAG_NONBLOCK);
+}
+
+static void install_retry_later(repl *r, const char *why)
+{
+    struct timeval tv = {1, 0};
+    r->ins.failures++;
+    core_log(LOG_WARN, "snapshot install: retrying", "\"why\":\"%s\",\"failures\":%d", why,
+             r->ins.failures);
+    if (r->ins.failures % 3 == 0)
+        install_connect(r);
+    evtimer_add(r->ins.retry, &tv);
+}
+
+static void install_send(repl *r)
+{
+    wire_wr w = {0};
+    nng_msg *m;
+
+    if (!r->ins.active || r->closing)
+        return;
+    if (!r->ins.sock_open && install_connect(r)) {
+        install_retry_later(r, "cannot reach the source");
+        return;
+    }
+    wire_put_header(&w, WIRE_REQ);
+    wire_put_u8(&w, RPC_SNAP);
+    snap_inst_request(&r->ins.in, &w);
+    if (w.failed || nng_msg_alloc(&m, 0) || nng_msg_append(m, w.b.p, w.b.len)) {
+        core_buf_free(&w.b);
+        install_retry_later(r, "out of memory");
+        return;
+    }
+    core_buf_free(&w.b);
+    nng_aio_set_timeout(r->ins.aio, INSTALL_TIMEOUT_MS);
+    nng_aio_set_msg(r->ins.aio, m);
+    atomic_store(&r->ins.sending, 1);
+    nng_send_aio(r->ins.sock, r->ins.aio);
+}
+
+static void on_install_retry(evutil_socket_t fd, short what, void *arg)
+{
+    repl *r = arg;
+    install_send(r);
+    observe(r);
+}
+
+/* the last chunk is in: the snapshot's metadata goes in the same
+ * transaction that clears "installing"; raft hears of it once durable */
+static void install_finish(repl *r)
+{
+    const struct raft_snapshot *s = r->ins.snap;
+    store_txn *t = txn_get(r);
+    pend_append *p;
+    int rc;
+
+    if ((rc = store_del(t, DB_META, "installing", 10)) || (rc = snap_meta_put(r, s)) ||
+        (rc = log_drop_upto(r, UINT64_MAX)) || !(p = calloc(1, sizeof *p))) {
+        core_log(LOG_ERROR, "snapshot install: cannot record it; stopping this node", NULL);
+        abort();
+    }
+    r->txn_applied = 1; /* the state changed: never written twice */
+    r->next_index = s->index + 1;
+    r->applied_seq = store_meta_u64(t, "applied");
+    p->sreq = r->ins.req;
+    p->scb = r->ins.cb;
+    *r->txn_appends_tail = p;
+    r->txn_appends_tail = &p->next;
+    core_log(LOG_INFO, "snapshot installed",
+             "\"index\":%llu,\"state_at\":%llu,\"rows\":%llu,\"bytes\":%llu,\"seconds\":%.1f",
+             (unsigned long long)s->index, (unsigned long long)r->ins.in.applied,
+             (unsigned long long)r->ins.in.rows, (unsigned long long)r->ins.in.bytes,
+             (double)(core_mono_ns() - r->ins.started_ns) / 1e9);
+    r->ins.active = 0;
+    atomic_store(&r->s_installing, 0);
+    if (r->ins.sock_open)
+        nng_close(r->ins.sock);
+    r->ins.sock_open = 0;
+}
+
+static void on_install_rep(repl *r)
+{
+    nng_msg *m = r->ins.fm.m;
+    int rv = r->ins.fm.ctx;
+    wire_rd rd;
+    int code, rc;
+
+    if (!r->ins.active || r->closing) {
+        if (m)
+            nng_msg_free(m);
+        return;
+    }
+    if (rv || !m) {
+        install_retry_later(r,
+                            rv == NNG_ETIMEDOUT ? "the source did not answer" : nng_strerror(rv));
+        return;
+    }
+    rd.p = nng_msg_body(m);
+    rd.left = nng_msg_len(m);
+    rd.failed = 0;
+    code = wire_get_header(&rd) == WIRE_REP ? wire_get_u8(&rd) : -1;
+    if (code == RPC_NOT_FOUND) { /* the session expired: start over */
+        snap_inst_restart(&r->ins.in);
+        nng_msg_free(m);
+        install_retry_later(r, "the source closed the session");
+        return;
+    }
+    if (code != RPC_OK) {
+        nng_msg_free(m);
+        install_retry_later(r, "the source refused");
+        return;
+    }
+    rc = snap_inst_apply(&r->ins.in, txn_get(r), &rd);
+    nng_msg_free(m);
+    if (rc == CORE_EINVAL) {
+        snap_inst_restart(&r->ins.in);
+        install_retry_later(r, "a malformed chunk");
+        return;
+    }
+    if (rc) {
+        core_log(LOG_ERROR, "snapshot install: cannot write the state; stopping this node", NULL);
+        abort();
+    }
+    r->ins.failures = 0;
+    atomic_store(&r->s_ins_rows, r->ins.in.rows);
+    atomic_store(&r->s_ins_bytes, r->ins.in.bytes);
+    if (core_mono_ns() - r->ins.logged_ns > 2000000000LL) {
+        r->ins.logged_ns = core_mono_ns();
+        core_log(LOG_INFO, "snapshot install: progress", "\"rows\":%llu,\"bytes\":%llu",
+                 (unsigned long long)r->ins.in.rows, (unsigned long long)r->ins.in.bytes);
+    }
+    if (r->ins.in.done)
+        install_finish(r);
+    else
+        install_send(r);
+}
+
+/* raft hands this node a snapshot its state does not cover: fetch the
+ * state it names, then complete the put (raft then restores, fsm.c) */
+static int install_begin(repl *r, struct raft_io_snapshot_put *req, const struct raft_snapshot *s,
+                         raft_io_snapshot_put_cb cb)
+{
+    uint64_t index;
+    raft_id source;
+
+    if (r->ins.active || s->n_bufs != 1 ||
+        fsm_snap_parse(s->bufs[0].base, s->bufs[0].len, &index, &source, r->ins.source) ||
+        index != s->index || !r->ins.source[0])
+        return RAFT_IOERR;
+    r->ins.active = 1;
+    r->ins.req = req;
+    r->ins.cb = cb;
+    r->ins.snap = s;
+    r->ins.failures = 0;
+    r->ins.started_ns = r->ins.logged_ns = core_mono_ns();
+    snap_inst_init(&r->ins.in, s->index);
+    atomic_store(&r->s_installing, 1);
+    atomic_store(&r->s_ins_rows, 0);
+    atomic_store(&r->s_ins_bytes, 0);
+    core_log(LOG_INFO, "snapshot install: fetching the state", "\"index\":%llu,\"source\":\"%s\"",
+             (unsigned long long)s->index, r->ins.source);
+    install_send(r);
+    return 0;
+}
+
 /* Taking a snapshot (trailing > 0) records its metadata and compacts the
  * log; the state it describes is in this same transaction. Installing one
  * (trailing == 0) needs the state the descriptor names. */
@@ -792,14 +1149,8 @@ static int io_snapshot_put(struct raft_io *io, unsigned trailing, struct raft_io
             return RAFT_IOERR;
         have = store_meta_u64(&t, "raft_applied");
         store_abort(&t);
-        if (have < s->index) {
-            core_log(LOG_ERROR,
-                     "the leader sent a snapshot this node's state does not cover; "
-                     "start this node again with an empty data directory and --join",
-                     "\"snapshot\":%llu,\"applied\":%llu", (unsigned long long)s->index,
-                     (unsigned long long)have);
-            return RAFT_IOERR;
-        }
+        if (have < s->index)
+            return install_begin(r, req, s, cb);
     }
     if ((rc = snap_meta_put(r, s)))
         return rc;
@@ -817,10 +1168,26 @@ static int io_snapshot_put(struct raft_io *io, unsigned trailing, struct raft_io
     return 0;
 }
 
+/* the current snapshot, naming this node as the source of its state. The
+ * callback runs at once: raft's legacy layer touches nothing after this
+ * returns, and the message it sends still points into the configuration
+ * of this moment (a later one may free those addresses). */
 static int io_snapshot_get(struct raft_io *io, struct raft_io_snapshot_get *req,
                            raft_io_snapshot_get_cb cb)
 {
-    return RAFT_NOTFOUND;
+    repl *r = io->impl;
+    struct raft_snapshot *snap = NULL;
+    store_txn t;
+    int rc;
+
+    if (store_begin(r->st, 0, &t))
+        return RAFT_IOERR;
+    rc = snap_load(r, &t, r->addr, &snap);
+    store_abort(&t);
+    if (rc)
+        return rc;
+    cb(req, snap, 0);
+    return 0;
 }
 
 static raft_time io_time(struct raft_io *io)
@@ -1093,7 +1460,6 @@ static void forward(repl *r, prop *p)
 {
     const char *laddr;
     raft_id lid;
-    char url[300];
     nng_msg *m;
     wire_wr w = {0};
 
@@ -1102,14 +1468,12 @@ static void forward(repl *r, prop *p)
         if (r->req_open)
             nng_close(r->req);
         r->req_open = 0;
-        if (url_of(r, laddr, 1, url, sizeof url) || nng_req0_open(&r->req))
+        if (nng_req0_open(&r->req))
             goto fail;
-        if (r->tls_client)
-            nng_socket_set_ptr(r->req, NNG_OPT_TLS_CONFIG, r->tls_client);
         nng_setopt_ms(r->req, NNG_OPT_REQ_RESENDTIME, NNG_DURATION_INFINITE);
         nng_setopt_ms(r->req, NNG_OPT_RECONNMINT, 50);
         nng_setopt_size(r->req, NNG_OPT_RECVMAXSZ, WIRE_MAX_FRAME);
-        if (nng_dial(r->req, url, NULL, NNG_FLAG_NONBLOCK)) {
+        if (peer_dial(r, r->req, laddr, 1, NNG_FLAG_NONBLOCK)) {
             nng_close(r->req);
             goto fail;
         }
@@ -1316,7 +1680,21 @@ static void on_rpc(repl *r, frame_msg *fm)
         return;
     }
     kind = wire_get_u8(&rd);
-    if (raft_state(&r->raft) != RAFT_LEADER) {
+    if (kind == RPC_SNAP) { /* any node whose state covers the index serves it */
+        wire_wr w = {0};
+        int rc;
+        wire_put_header(&w, WIRE_REP);
+        wire_put_u8(&w, RPC_OK);
+        rc = snap_src_chunk(r->src, &rd, &w, (size_t)r->cfg.raft.snapshot_chunk_kib << 10,
+                            core_mono_ns());
+        if (rc) {
+            core_buf_free(&w.b);
+            reply_code(r, ctx, rc == CORE_ENOENT ? RPC_NOT_FOUND : RPC_FAILED,
+                       rc == CORE_ERANGE ? "this node's state is older than the snapshot"
+                                         : "cannot serve this chunk");
+        } else
+            rep_reply(r, ctx, &w);
+    } else if (raft_state(&r->raft) != RAFT_LEADER) {
         const char *laddr = NULL;
         raft_id lid;
         raft_leader(&r->raft, &lid, &laddr);
@@ -1395,6 +1773,8 @@ static void change_step(repl *r)
             role = r->raft.configuration.servers[i].role;
     if (raft_state(&r->raft) != RAFT_LEADER)
         rv = RAFT_NOTLEADER;
+    else if (!r->barrier_done)
+        return; /* a new leader changes membership once its barrier applied */
     else if (r->change_role == CHANGE_REMOVE
                  ? role == -2
                  : role == r->change_role ||
@@ -1538,8 +1918,15 @@ static void on_raft_frame(repl *r, nng_msg *m)
         if (!atomic_load(&r->isolated))
             on_note(r, b, nng_msg_len(m));
     } else if (!atomic_load(&r->isolated) && r->recv_cb && !r->closing &&
-               wire_decode_raft(nng_msg_body(m), nng_msg_len(m), &msg, addr) == 0)
-        r->recv_cb(&r->io, &msg);
+               wire_decode_raft(nng_msg_body(m), nng_msg_len(m), &msg, addr) == 0) {
+        if (msg.type == RAFT_INSTALL_SNAPSHOT && r->raft.snapshot.installing)
+            /* raft 0.22.1 ignores it without freeing it (replicationInstallSnapshot
+             * answers "async" while a snapshot is in flight); the leader sends
+             * it again */
+            wire_free_raft(&msg);
+        else
+            r->recv_cb(&r->io, &msg);
+    }
     nng_msg_free(m);
     nng_recv_aio(r->pull, r->pull_aio);
 }
@@ -1881,6 +2268,9 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
         case MSG_OP:
             do_op(r, (repl_req *)m);
             break;
+        case MSG_SNAP_REP:
+            on_install_rep(r);
+            break;
         }
     }
     on_flush(-1, 0, r);
@@ -1953,6 +2343,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 static void on_trim(evutil_socket_t fd, short what, void *arg)
 {
     repl *r = arg;
+    snap_src_expire(r->src, core_mono_ns());
     uint64_t upto = wb_trim_upto(r->wb);
     if (r->wb && raft_state(&r->raft) == RAFT_LEADER) {
         wire_wr w = {0};
@@ -2043,33 +2434,11 @@ fail:
     return rv;
 }
 
-static int tls_setup(repl *r)
-{
-    const core_config *c = &r->cfg;
-    nng_tls_config **cfgs[2] = {&r->tls_server, &r->tls_client};
-    if (!c->raft.tls_ca[0])
-        return 0;
-    for (int i = 0; i < 2; i++) {
-        nng_tls_config *t;
-        if (nng_tls_config_alloc(&t, i == 0 ? NNG_TLS_MODE_SERVER : NNG_TLS_MODE_CLIENT))
-            return CORE_EIO;
-        *cfgs[i] = t;
-        if (nng_tls_config_ca_file(t, c->raft.tls_ca) ||
-            nng_tls_config_cert_key_file(t, c->raft.tls_cert, c->raft.tls_key) ||
-            nng_tls_config_auth_mode(t, NNG_TLS_AUTH_MODE_REQUIRED)) {
-            core_log(LOG_ERROR, "cannot load the peer TLS files", "\"ca\":\"%s\",\"cert\":\"%s\"",
-                     c->raft.tls_ca, c->raft.tls_cert);
-            return CORE_EINVAL;
-        }
-    }
-    return 0;
-}
-
 /* asks the members in cfg.raft.join to add this node, until one leader does */
 static void on_join(evutil_socket_t fd, short what, void *arg)
 {
     repl *r = arg;
-    char list[sizeof r->cfg.raft.join], *save = NULL, url[300];
+    char list[sizeof r->cfg.raft.join], *save = NULL;
     struct timeval again = {1, 0};
 
     if (raft_role(&r->raft) >= 0 && raft_role(&r->raft) != RAFT_SPARE) {
@@ -2084,10 +2453,8 @@ static void on_join(evutil_socket_t fd, short what, void *arg)
         char target[WIRE_MAX_ADDR + 1];
         snprintf(target, sizeof target, "%s", a);
         for (int hop = 0; hop < 3; hop++) {
-            if (url_of(r, target, 1, url, sizeof url) || nng_req0_open(&s))
+            if (nng_req0_open(&s))
                 break;
-            if (r->tls_client)
-                nng_socket_set_ptr(s, NNG_OPT_TLS_CONFIG, r->tls_client);
             nng_setopt_ms(s, NNG_OPT_RECVTIMEO, 2000);
             nng_setopt_ms(s, NNG_OPT_SENDTIMEO, 2000);
             w.b.len = 0;
@@ -2096,7 +2463,7 @@ static void on_join(evutil_socket_t fd, short what, void *arg)
             wire_put_u64(&w, r->id);
             wire_put_str(&w, r->addr, WIRE_MAX_ADDR);
             int ok = 0;
-            if (!w.failed && nng_dial(s, url, NULL, 0) == 0 &&
+            if (!w.failed && peer_dial(r, s, target, 1, 0) == 0 &&
                 nng_send(s, w.b.p, w.b.len, 0) == 0 && nng_recvmsg(s, &m, 0) == 0) {
                 wire_rd rd = {.p = nng_msg_body(m), .left = nng_msg_len(m)};
                 char text[WIRE_MAX_ADDR + 1];
@@ -2135,7 +2502,8 @@ static int raft_boot(repl *r)
     const core_config *cfg = &r->cfg;
     struct timeval now = {0, 0};
     store_txn t;
-    int bootstrapped;
+    MDB_val v;
+    int bootstrapped, installing;
 
     r->io.version = 1;
     r->io.capacity = UINT16_MAX; /* the map's room is checked by the HTTP layer */
@@ -2164,14 +2532,52 @@ static int raft_boot(repl *r)
     raft_set_heartbeat_timeout(&r->raft, cfg->raft.heartbeat_ms);
     raft_set_pre_vote(&r->raft, true);
     raft_set_capacity_threshold(&r->raft, 0);
-    raft_set_snapshot_threshold(&r->raft, 4096);
-    raft_set_snapshot_trailing(&r->raft, 1000000);
+    raft_set_snapshot_threshold(&r->raft, cfg->raft.snapshot_threshold);
+    raft_set_snapshot_trailing(&r->raft, cfg->raft.snapshot_trailing);
     raft_set_max_inflight_entries(&r->raft, 32);
     if (store_begin(r->st, 0, &t))
         return CORE_EIO;
     bootstrapped = raft_meta_get(&t, "term") != 0;
     r->applied_seq = store_meta_u64(&t, "applied");
+    installing = store_get(&t, DB_META, "installing", 10, &v) == 0;
     store_abort(&t);
+    if (installing) {
+        core_log(LOG_ERROR,
+                 "this data directory holds a snapshot install that did not finish: its state is "
+                 "incomplete; remove it and start the node again with --join",
+                 NULL);
+        return CORE_EINVAL;
+    }
+    if (!bootstrapped && !cfg->raft.join[0] && r->applied_seq) {
+        /* state made outside any log (circa restore, circa user add before
+         * the first start): the cluster starts from a snapshot of it, so a
+         * node that joins later installs this state instead of replaying a
+         * log that never held it */
+        struct raft_configuration conf;
+        struct raft_buffer cb;
+        int rc;
+        raft_configuration_init(&conf);
+        if (raft_configuration_add(&conf, r->id, r->addr, RAFT_VOTER) ||
+            raft_configuration_encode(&conf, &cb)) {
+            raft_configuration_close(&conf);
+            return CORE_ENOMEM;
+        }
+        raft_configuration_close(&conf);
+        rc = store_put(txn_get(r), DB_RAFT, "snap_conf", 9, cb.base, cb.len);
+        raft_free(cb.base);
+        /* index 2, not 1: raft 0.22 takes a snapshot at index 1 for entry 1
+         * itself (TrailTermOf) and would never send it to a new node */
+        if (rc || raft_meta_put(r, "snap_index", 2) || raft_meta_put(r, "snap_term", 1) ||
+            raft_meta_put(r, "snap_conf_index", 2) || raft_meta_put(r, "term", 1) ||
+            store_meta_put_u64(&r->txn, "raft_applied", 2))
+            return CORE_EIO;
+        r->txn_open = 0;
+        if (store_commit(&r->txn) || store_sync(r->st))
+            return CORE_EIO;
+        bootstrapped = 1;
+        core_log(LOG_INFO, "bootstrapped a one-voter cluster from the state in the data directory",
+                 "\"peer\":\"%s\",\"commands\":%llu", r->addr, (unsigned long long)r->applied_seq);
+    }
     if (!bootstrapped && !cfg->raft.join[0]) {
         struct raft_configuration conf;
         raft_configuration_init(&conf);
@@ -2225,6 +2631,9 @@ int repl_start(store *st, const core_config *cfg, wb *w, repl **out)
     r->trim = event_new(r->base, -1, EV_PERSIST, on_trim, r);
     r->join_ev = evtimer_new(r->base, on_join, r);
     r->drain_ev = event_new(r->base, -1, EV_PERSIST, on_drain_timer, r);
+    r->ins.retry = evtimer_new(r->base, on_install_retry, r);
+    if (!r->ins.retry || !(r->src = snap_src_new(st)) || nng_aio_alloc(&r->ins.aio, install_cb, r))
+        goto fail;
     if (!r->wake || !r->flush || !r->tick || !r->trim || !r->join_ev || !r->drain_ev ||
         event_priority_set(r->flush, 1))
         goto fail;
@@ -2263,6 +2672,39 @@ void repl_submit(repl *r, repl_req *q)
     core_inbox_push(r->in, &q->link);
 }
 
+/* what reached the inbox after the actor stopped: frames and replies
+ * nng received meanwhile, and proposals or operations that came too late */
+static void drain_inbox(repl *r)
+{
+    core_msg *m;
+    while ((m = core_inbox_pop(r->in)) != NULL) {
+        switch (m->type) {
+        case MSG_RAFT:
+        case MSG_RPC:
+        case MSG_SNAP_REP:
+            if (((frame_msg *)m)->m)
+                nng_msg_free(((frame_msg *)m)->m);
+            break;
+        case MSG_FWD_REP: {
+            prop *p = CONTAINER_OF(m, prop, fm.link);
+            if (p->fm.m)
+                nng_msg_free(p->fm.m);
+            p->fm.m = NULL;
+            break;
+        }
+        case MSG_REQ:
+        case MSG_OP: {
+            repl_req *q = (repl_req *)m;
+            fail_result(&q->res, 503, "unavailable", "this node is shutting down");
+            reply_push(q);
+            break;
+        }
+        default:
+            break;
+        }
+    }
+}
+
 void repl_stop(repl *r)
 {
     if (!r)
@@ -2278,6 +2720,14 @@ void repl_stop(repl *r)
     r->queue = NULL;
     nng_close(r->pull);
     nng_close(r->rep);
+    if (r->ins.sock_open)
+        nng_close(r->ins.sock);
+    r->ins.sock_open = 0;
+    nng_aio_stop(r->pull_aio);
+    nng_aio_stop(r->ins.aio);
+    for (int i = 0; i < N_REP_CTX; i++)
+        if (r->rctx[i].aio)
+            nng_aio_stop(r->rctx[i].aio);
     if (r->req_open)
         nng_close(r->req);
     for (int i = 0; i < r->npeers; i++)
@@ -2288,6 +2738,10 @@ void repl_stop(repl *r)
     pthread_cond_signal(&r->cv);
     pthread_mutex_unlock(&r->mu);
     pthread_join(r->syncer, NULL);
+    for (prop *p = r->props; p; p = p->next)
+        if (p->faio)
+            nng_aio_stop(p->faio);
+    drain_inbox(r); /* before the props its messages may point into are freed */
     while (r->props) {
         prop *p = r->props;
         r->props = p->next;
@@ -2317,6 +2771,10 @@ void repl_stop(repl *r)
     event_free(r->trim);
     event_free(r->join_ev);
     event_free(r->drain_ev);
+    event_free(r->ins.retry);
+    nng_aio_free(r->ins.aio);
+    core_buf_free(&r->ins.in.key);
+    snap_src_free(r->src);
     if (r->raft_tick)
         event_free(r->raft_tick);
     event_base_free(r->base);
@@ -2324,8 +2782,11 @@ void repl_stop(repl *r)
     free(r->sent);
     if (r->tls_server)
         nng_tls_config_free(r->tls_server);
-    if (r->tls_client)
-        nng_tls_config_free(r->tls_client);
+    free(r->tls_cert_pem);
+    if (r->tls_key_pem) {
+        OPENSSL_cleanse(r->tls_key_pem, strlen(r->tls_key_pem));
+        free(r->tls_key_pem);
+    }
     pthread_mutex_destroy(&r->mu);
     pthread_cond_destroy(&r->cv);
     pthread_cond_destroy(&r->boot_cv);
@@ -2383,6 +2844,17 @@ void repl_isolate(repl *r, int on)
 }
 
 /* ------------------------------------------------------ outside of raft */
+
+int repl_has_log(store *st)
+{
+    store_txn t;
+    int has;
+    if (store_begin(st, 0, &t))
+        return 1; /* cannot tell: say so, the caller refuses */
+    has = raft_meta_get(&t, "term") != 0;
+    store_abort(&t);
+    return has;
+}
 
 int repl_apply_local(store *st, const cmd *c, apply_result *res)
 {

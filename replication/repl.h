@@ -77,6 +77,9 @@ int repl_draining(repl *r);
  * drops every frame and request in and out, as if its network were cut. */
 void repl_isolate(repl *r, int on);
 
+/* 1 when a node has run on st (it has raft state): its state must only
+ * change through the log */
+int repl_has_log(store *st);
 /* Outside raft, for tools and tests on a data directory no node serves:
  * bootstraps the signing key and sets the policy from cfg when it differs. */
 int repl_prepare(store *st, const core_config *cfg);

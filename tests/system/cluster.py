@@ -73,7 +73,7 @@ class ClusterNode(Node):
 
     @property
     def peer(self):
-        return "127.0.0.1:%d" % self._peer_port
+        return "%s:%d" % (self.cluster.peer_host, self._peer_port)
 
     def __repr__(self):
         return "<%s %s http:%s peer:%s%s>" % (self.name, self.node_id or "?", self.http_port,
@@ -192,12 +192,13 @@ class Cluster:
     """N circa nodes forming one Raft cluster; see the module docstring."""
 
     def __init__(self, n=3, voters=None, name="c", config=None, raft=None, fault_injection=True,
-                 rejoin_on_restart=False, start_timeout=30.0):
+                 rejoin_on_restart=False, start_timeout=30.0, peer_host="127.0.0.1"):
         self.name = name
         self.config = deep_merge({"raft": dict(raft or FAST_RAFT)}, config or {})
         self.fault_injection = fault_injection
         self.rejoin_on_restart = rejoin_on_restart
         self.start_timeout = start_timeout
+        self.peer_host = peer_host      # "localhost": peers dial a DNS name (TLS checks it)
         self.nodes = []
         self.admin_token = None
         self.lib_token = None

@@ -7,13 +7,17 @@ write on every live node, no failed write took effect, no copy lent twice, ident
 """
 
 import contextlib
+import os
 import random
 import re
+import shutil
+import subprocess
+import tempfile
 import time
 import uuid
 
 import harness
-from cluster import Cluster, kill_leader_round, poll
+from cluster import FAST_RAFT, Cluster, kill_leader_round, poll
 from harness import expect, check_problem
 from history import describe_times
 
@@ -386,3 +390,220 @@ def test_no_quorum_write_503_fast_read_200():
         assert st and st["state"] != "leader", "a leader without quorum did not step down: %r" % (st,)
     finally:
         c.stop()
+
+
+# ---------------------------------------------------------------- (i) snapshots
+
+SNAP_RAFT = dict(FAST_RAFT, snapshot_threshold=8, snapshot_trailing=8, snapshot_chunk_kib=1)
+
+
+def test_join_after_compaction_installs_the_state_in_chunks():
+    """The leader compacted its log long ago: a new node must install the state from a snapshot,
+    fetched in many small chunks (1 KiB here), while writes go on."""
+    c = Cluster(3, name="snap", raft=SNAP_RAFT)
+    try:
+        lib = c.lib_token
+        ld = c.leader()
+        # enough entries for several snapshots and compactions, and rows for many chunks
+        for i in range(60):
+            expect(ld.request("POST", "/v1/resources", {"title": "snapshot %03d %s" % (i, "x" * 200),
+                                                         "type": "FICTION", "copies": 2},
+                              token=lib, headers=key()), 201)
+        wl = c.workload(**WORKLOAD)
+        with running(wl):
+            progress(wl, count=20)
+            n4 = c.add_node()                   # ready = installed and caught up
+            log = open(n4.log_path, errors="replace").read()
+            m = re.search(r'"msg":"snapshot installed".*"rows":(\d+),"bytes":(\d+)', log)
+            assert m, "%s joined without installing a snapshot (log: %s)" % (n4.name, n4.log_path)
+            rows, nbytes = int(m.group(1)), int(m.group(2))
+            assert rows > 60 and nbytes > 60 * 200, m.group(0)
+            # 1 KiB chunks: the state came in many of them
+            assert nbytes // 1024 >= 10, m.group(0)
+            c.promote(n4)
+            progress(wl, count=10)
+        verify(c, wl)
+        # the installed node serves the catalog written before it existed
+        r = expect(n4.request("GET", "/v1/resources?limit=100", token=lib), 200)
+        assert sum(1 for x in r["items"] if x["title"].startswith("snapshot ")) >= 60 or r.get("next"), r
+    finally:
+        c.stop()
+
+
+def test_cluster_started_from_existing_state_gives_it_to_joiners():
+    """A data directory with state made outside any log (here `circa user add` before the first
+    start) bootstraps from a snapshot of it, so a node that joins later has that state too."""
+    import cluster as cl
+    made = {}
+    orig = cl.ClusterNode.start
+
+    def start(self, *a, **kw):
+        if self.starts == 0 and self.name.endswith("-n1"):
+            made["user"], made["pw"] = self.user_add("first-admin@example.org", "admin",
+                                                     password="first admin pw 1")
+        return orig(self, *a, **kw)
+    cl.ClusterNode.start = start
+    try:
+        c = Cluster(2, name="seed")
+    finally:
+        cl.ClusterNode.start = orig
+    try:
+        assert made, "the first node was not seeded"
+        n1, n2 = c.nodes
+        log = open(n1.log_path, errors="replace").read()
+        assert "bootstrapped a one-voter cluster from the state in the data directory" in log, log
+        for n in (n1, n2):
+            tok = n.login("first-admin@example.org", password="first admin pw 1")
+            me = expect(n.request("GET", "/v1/me", token=tok), 200)
+            assert me["id"] == made["user"]["id"] and me["role"] == "admin", me
+        c.wait_converged()
+        d = c.digests()
+        assert len({x.get("digest") for x in d.values()}) == 1, d
+        # from now on the state is replicated: a local write would reach no other node
+        p = n2.cli("user", "add", "--data", n2.data, "--email", "late@example.org", "--role",
+                   "admin", check=False)
+        assert p.returncode == 1 and b"through the API" in p.stderr, (p.returncode, p.stderr)
+        assert c.digests() == d or len({x.get("digest") for x in c.digests().values()}) == 1
+    finally:
+        c.stop()
+
+
+# ---------------------------------------------------------------- (j) peer TLS
+
+def _pki(d, name, nodes):
+    """A CA and one certificate per node (CN and SAN 127.0.0.1), made with the openssl CLI."""
+    def run(*a):
+        subprocess.run(["openssl"] + list(a), check=True, capture_output=True, cwd=d)
+    run("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+        "-keyout", name + "-ca.key", "-out", name + "-ca.pem", "-days", "2", "-subj", "/CN=" + name)
+    with open(os.path.join(d, "san.ext"), "w") as f:
+        f.write("subjectAltName=IP:127.0.0.1\n")
+    out = {}
+    for n in nodes:
+        base = "%s-%s" % (name, n)
+        run("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout",
+            base + ".key", "-out", base + ".csr", "-subj", "/CN=127.0.0.1")
+        run("x509", "-req", "-in", base + ".csr", "-CA", name + "-ca.pem", "-CAkey", name + "-ca.key",
+            "-CAcreateserial", "-out", base + ".pem", "-days", "2", "-extfile", "san.ext")
+        out[n] = {"tls_ca": os.path.join(d, name + "-ca.pem"),
+                  "tls_cert": os.path.join(d, base + ".pem"),
+                  "tls_key": os.path.join(d, base + ".key")}
+    return out
+
+
+def test_peers_use_mutual_tls_and_refuse_strangers():
+    d = tempfile.mkdtemp(prefix="circa-pki-")
+    try:
+        good = _pki(d, "cluster", ["n1", "n2", "n3"])
+        bad = _pki(d, "other", ["x"])
+        c = Cluster(1, name="tls", config={"raft": good["n1"]})
+        try:
+            n2 = c.add_node(config={"raft": good["n2"]})
+            c.promote(n2)
+            lib = c.lib_token
+            rid = expect(n2.request("POST", "/v1/resources", {"title": "tls", "type": "FICTION"},
+                                    token=lib, headers=key()), 201)["id"]
+            expect(c.nodes[0].request("GET", "/v1/resources/" + rid, token=lib), 200)
+            log = open(c.nodes[0].log_path, errors="replace").read()
+            assert '"tls":true' in log, "n1 did not start with TLS"
+            # a certificate from another CA, and no TLS at all: neither gets in
+            for name, raft in (("foreign CA", bad["x"]), ("plain tcp", {})):
+                x = c.add_node(config={"raft": dict(raft, tls_ca=raft.get("tls_ca", ""),
+                                                    tls_cert=raft.get("tls_cert", ""),
+                                                    tls_key=raft.get("tls_key", ""))},
+                               wait_ready=False)
+                time.sleep(3 * c.election_s + 1)
+                assert x.alive(), "%s: the node exited" % name
+                xlog = open(x.log_path, errors="replace").read()
+                assert "asked to join" not in xlog and "joined the cluster" not in xlog, \
+                    "%s got in: %s" % (name, x.log_path)
+                assert len(c.roles()) == 2, "%s: %r" % (name, c.roles())
+                x.stop()
+                c.nodes.remove(x)
+            c.wait_converged()
+        finally:
+            c.stop()
+        # peers named by DNS name: a listener's certificate must carry that name
+        named = _pki(d, "named", ["n1", "n2", "w"])
+        for n in ("n1", "n2"):
+            subprocess.run(["openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                            "-nodes", "-keyout", "named-%s.key" % n, "-out", "named-%s.csr" % n,
+                            "-subj", "/CN=localhost"], check=True, capture_output=True, cwd=d)
+            with open(os.path.join(d, "dns.ext"), "w") as f:
+                f.write("subjectAltName=DNS:localhost\n")
+            subprocess.run(["openssl", "x509", "-req", "-in", "named-%s.csr" % n, "-CA",
+                            "named-ca.pem", "-CAkey", "named-ca.key", "-CAcreateserial", "-out",
+                            "named-%s.pem" % n, "-days", "2", "-extfile", "dns.ext"],
+                           check=True, capture_output=True, cwd=d)
+        c = Cluster(1, name="tlsdns", config={"raft": named["n1"]}, peer_host="localhost")
+        try:
+            c.add_node(config={"raft": named["n2"]})        # localhost matches: in
+            assert len(c.roles()) == 2, c.roles()
+        finally:
+            c.stop()
+        # the first node's certificate names 127.0.0.1, not localhost: nobody gets in
+        c = Cluster(1, name="tlsbad", config={"raft": named["w"]}, peer_host="localhost")
+        try:
+            x = c.add_node(config={"raft": named["n2"]}, wait_ready=False)
+            time.sleep(3 * c.election_s + 1)
+            assert "asked to join" not in open(x.log_path, errors="replace").read()
+            assert len(c.roles()) == 1, c.roles()
+        finally:
+            c.stop()
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- (k) write-behind moves
+
+def test_write_behind_runs_on_the_leader_and_moves_with_it():
+    """Three nodes with the same PostgreSQL: only the leader flushes; kill -9 it under load and
+    the new leader goes on from PostgreSQL's cursor.  At the end PostgreSQL has every command
+    exactly once (1..N, no gap) and the same loans as the nodes, and followers trimmed their
+    outbox from the leader's notices."""
+    import pgfix
+    from test_writebehind import metrics, pg_config
+    ok, why = pgfix.available()
+    assert ok, "this test needs a PostgreSQL server: " + why
+    pg = pgfix.PG().start()
+    try:
+        c = Cluster(3, name="wb", config=pg_config(pg))
+        try:
+            wl = c.workload(**WORKLOAD)
+            with running(wl):
+                progress(wl, count=10)
+                ld = c.leader()
+                flushers = [n for n in c.nodes if metrics(n)["circa_wb_connected"] == 1]
+                assert flushers in ([], [ld]), "flushing: %s, leader %s" % (flushers, ld.name)
+                kill_leader_round(c, wl)
+                progress(wl, count=10)
+            verify(c, wl)
+            ld = c.leader()
+            seq = ld.status()["command_seq"]
+
+            def flushed():
+                cur = int(pg.psql("SELECT flushed_index FROM flush_cursor WHERE id = 1")[0][0])
+                return cur >= seq and cur
+            cur = poll(flushed, timeout=30, what="PostgreSQL to have every command")
+            rows = pg.psql("SELECT count(*), min(log_index), max(log_index) FROM commands")[0]
+            assert [int(x) for x in rows] == [cur, 1, cur], (rows, cur)
+            for n in c.live():
+                m = metrics(n)
+                assert m["circa_wb_connected"] == (1 if n is ld else 0), (n.name, m)
+            # followers heard how far PostgreSQL is and trimmed their outbox
+            poll(lambda: all(metrics(n)["circa_wb_outbox_entries"] < 200 for n in c.live()),
+                 timeout=15, what="every outbox to be trimmed")
+            # PostgreSQL has every acknowledged loan, and exactly the nodes' loans and states
+            pg_rows = pg.psql("SELECT id, user_id, status FROM loans")
+            ok_loans = {o.loan["id"] for o in wl.snapshot() if o.kind == "checkout" and o.loan}
+            assert ok_loans and ok_loans <= {r[0] for r in pg_rows}, "acknowledged loans missing"
+            node_loans = {}
+            for uid in {r[1] for r in pg_rows}:
+                items = expect(ld.request("GET", "/v1/users/%s/loans?limit=1000" % uid,
+                                          token=c.lib_token), 200)["items"]
+                node_loans.update({l["id"]: l["status"] for l in items})
+            assert node_loans == {r[0]: r[2] for r in pg_rows}, "PostgreSQL and the nodes differ"
+        finally:
+            c.stop()
+    finally:
+        pg.cleanup()

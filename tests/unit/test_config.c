@@ -366,6 +366,9 @@ Test(config, raft_settings)
     cr_assert_str_eq(c.raft.join, "");
     cr_assert_eq(c.raft.election_timeout_ms, 1000);
     cr_assert_eq(c.raft.heartbeat_ms, 100);
+    cr_assert_eq(c.raft.snapshot_threshold, 4096);
+    cr_assert_eq(c.raft.snapshot_trailing, 8192);
+    cr_assert_eq(c.raft.snapshot_chunk_kib, 1024);
     cr_assert_eq(
         load(&c,
              "{\"raft\": {\"peer\": \"10.0.0.5:7080\", \"join\": \"10.0.0.6:7080,"
@@ -387,6 +390,10 @@ Test(config, raft_settings)
     raft_refused("{\"raft\": {\"heartbeat_ms\": 100, \"election_timeout_ms\": 200}}",
                  "raft.election_timeout_ms");
     raft_refused("{\"raft\": {\"tls_ca\": \"/ca.pem\"}}", "raft.tls_cert");
+    raft_refused("{\"raft\": {\"snapshot_threshold\": 7}}", "raft.snapshot_threshold");
+    raft_refused("{\"raft\": {\"snapshot_trailing\": 0}}", "raft.snapshot_trailing");
+    raft_refused("{\"raft\": {\"snapshot_chunk_kib\": 0}}", "raft.snapshot_chunk_kib");
+    raft_refused("{\"raft\": {\"snapshot_chunk_kib\": 8193}}", "raft.snapshot_chunk_kib");
 
     core_config_default(&c);
     setenv("CIRCA_PEER", "127.0.0.1:9000", 1);
