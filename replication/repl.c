@@ -1546,7 +1546,7 @@ static void on_op_rep(repl *r, prop *p, int code, wire_rd *rd)
     } else if (code == RPC_NOT_FOUND)
         op_answer(p->opq, 404, NULL, "not-found", "no node with this id is in the cluster");
     else if (code == RPC_BUSY)
-        op_answer(p->opq, 409, NULL, "conflict",
+        op_answer(p->opq, 503, NULL, "unavailable",
                   "another membership change is running; retry when it is done");
     else
         op_answer(p->opq, 503, NULL, "no-leader",
@@ -1805,7 +1805,7 @@ static void change_begin(repl *r, raft_id id, int role, const char *addr, int ct
 {
     if (r->change_id) {
         if (q)
-            op_answer(q, 409, NULL, "conflict",
+            op_answer(q, 503, NULL, "unavailable",
                       "another membership change is running; retry when it is done");
         else
             reply_code(r, ctx, RPC_BUSY, "another membership change is running; retry");
