@@ -224,6 +224,12 @@ struct repl {
     core_msg stop_msg;
     int stopping;
     int barrier_done;
+    /* a follower waits to apply a forwarded batch until it hears the commit
+     * index, which raft sends only with the next AppendEntries: a barrier
+     * entry sends it now (one at a time) instead of at the next heartbeat */
+    int nudge;
+    uint64_t nudge_index, nudge_term;
+    struct raft_barrier nudge_barrier;
     uint64_t barrier_term;
     struct raft_barrier barrier;
     struct raft_change change;
@@ -1325,6 +1331,7 @@ static void answer_done(repl *r)
              * rep context holding every command */
             if (p->n && !p->w[0].q) {
                 reply_results(r, p->w[0].ctx, d->index, d->n, d->seq, d->res);
+                r->nudge = 1;
             } else {
                 for (int i = 0; i < p->n && (uint32_t)i < d->n; i++)
                     answer_one(&p->w[i], d->seq[i], &d->res[i]);
@@ -1935,6 +1942,30 @@ static void on_raft_frame(repl *r, nng_msg *m)
 
 static void barrier_done(repl *r);
 
+/* see repl.nudge: 1 when a nudge is wanted and none is on its way (the one
+ * on its way carries the news too) */
+static int nudge_due(repl *r)
+{
+    return r->nudge && raft_state(&r->raft) == RAFT_LEADER &&
+           !(r->nudge_index && r->nudge_term == raft_current_term(&r->raft) &&
+             raft_last_applied(&r->raft) < r->nudge_index);
+}
+
+static void nudge_followers(repl *r)
+{
+    if (!nudge_due(r)) {
+        if (raft_state(&r->raft) != RAFT_LEADER)
+            r->nudge = 0;
+        return;
+    }
+    r->nudge = 0;
+    r->nudge_index = 0;
+    if (raft_barrier(&r->raft, &r->nudge_barrier, NULL) == 0) {
+        r->nudge_index = r->nudge_barrier.index;
+        r->nudge_term = raft_current_term(&r->raft);
+    }
+}
+
 /* after raft moved: leadership changes, published figures */
 static void observe(repl *r)
 {
@@ -1987,6 +2018,8 @@ static void observe(repl *r)
     atomic_store(&r->s_applied, applied);
     atomic_store(&r->s_last, raft_last_index(&r->raft));
     atomic_store(&r->s_leader, st == RAFT_LEADER);
+    if (nudge_due(r))
+        event_active(r->flush, 0, 0);
     atomic_store(&r->s_ready, lid != 0 && applied + READY_LAG >= commit &&
                                   raft_role(&r->raft) >= 0 &&
                                   (st != RAFT_LEADER || r->barrier_done));
@@ -2016,6 +2049,7 @@ static void on_flush(evutil_socket_t fd, short what, void *arg)
 
     propose_queue(r);
     txn_commit(r);
+    nudge_followers(r);
     flush_sent(r);
     txn_commit(r);
     observe(r);
