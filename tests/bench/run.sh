@@ -84,19 +84,6 @@ free_port() {
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
-# wait_http URL SECONDS PID
-wait_http() {
-    local url=$1 secs=$2 pid=$3 i
-    for ((i = 0; i < secs * 10; i++)); do
-        if curl -fsS -o /dev/null --max-time 1 "$url" 2>/dev/null; then
-            return 0
-        fi
-        kill -0 "$pid" 2>/dev/null || return 1
-        sleep 0.1
-    done
-    return 1
-}
-
 # ---------------------------------------------------------------- circa
 CPORT=$(free_port)
 CURL=http://$HOST:$CPORT
@@ -127,44 +114,8 @@ BODY_BYTES=$(stat -c %s "$TMP/load/me_loans.body")
 # ---------------------------------------------------------------- nginx
 NPORT=$(free_port)
 NURL=http://$HOST:$NPORT
-NG=$TMP/nginx
-mkdir -p "$NG/conf" "$NG/logs" "$NG/tmp" "$NG/html/v1/me"
-cp "$TMP/load/me_loans.body" "$NG/html/v1/me/loans"
-chmod -R a+rX "$NG/html"
-cat >"$NG/conf/nginx.conf" <<EOF
-worker_processes $NPROC;
-pid $NG/nginx.pid;
-error_log $NG/logs/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    sendfile on;
-    tcp_nopush on;
-    tcp_nodelay on;
-    keepalive_timeout 65;
-    keepalive_requests 100000000;
-    default_type application/json;
-    client_body_temp_path $NG/tmp/body;
-    proxy_temp_path $NG/tmp/proxy;
-    fastcgi_temp_path $NG/tmp/fastcgi;
-    uwsgi_temp_path $NG/tmp/uwsgi;
-    scgi_temp_path $NG/tmp/scgi;
-    server {
-        listen $HOST:$NPORT;
-        root $NG/html;
-        location / { }
-    }
-}
-EOF
 say "starting nginx on $NURL (worker_processes $NPROC)"
-"$NGINX_BIN" -p "$NG/" -e "$NG/logs/error.log" -c "$NG/conf/nginx.conf" -g 'daemon off;' &
-NGINX_PID=$!
-if ! wait_http "$NURL/v1/me/loans" 20 "$NGINX_PID"; then
-    cat "$NG/logs/error.log" >&2 || true
-    die "nginx did not start"
-fi
-NGINX_BYTES=$(curl -fsS -o /dev/null -w '%{size_download}' "$NURL/v1/me/loans")
-[ "$NGINX_BYTES" = "$BODY_BYTES" ] || die "nginx serves $NGINX_BYTES bytes, circa body is $BODY_BYTES"
+nginx_start "$TMP/nginx" "$HOST" "$NPORT" "$TMP/load/me_loans.body"
 
 # ---------------------------------------------------------------- wrk
 WRK=(wrk -t "$THREADS" -c "$CONNECTIONS" -d "$DURATION" --latency)
