@@ -20,7 +20,7 @@ void core_config_default(core_config *c)
     snprintf(c->listen, sizeof c->listen, "127.0.0.1:8080");
     snprintf(c->data, sizeof c->data, "./data");
     c->threads = n > 0 ? (int)n : 1;
-    c->map_size_mb = 1024;
+    c->map_size_mb = 16384; /* address space, not disk: the file grows as pages are used */
     c->fsync = 1;
     c->log_level = LOG_INFO;
     snprintf(c->jwt.alg, sizeof c->jwt.alg, "HS256");

@@ -261,8 +261,6 @@ struct repl {
         struct event *retry;
         int64_t started_ns, logged_ns;
     } ins;
-    _Atomic uint64_t s_ins_rows, s_ins_bytes;
-    _Atomic int s_installing;
     struct event *drain_ev; /* retries the drain's next step */
 
     uint64_t applied_seq;
@@ -1047,7 +1045,6 @@ static void install_finish(repl *r)
              (unsigned long long)r->ins.in.rows, (unsigned long long)r->ins.in.bytes,
              (double)(core_mono_ns() - r->ins.started_ns) / 1e9);
     r->ins.active = 0;
-    atomic_store(&r->s_installing, 0);
     if (r->ins.sock_open)
         nng_close(r->ins.sock);
     r->ins.sock_open = 0;
@@ -1097,8 +1094,6 @@ static void on_install_rep(repl *r)
         abort();
     }
     r->ins.failures = 0;
-    atomic_store(&r->s_ins_rows, r->ins.in.rows);
-    atomic_store(&r->s_ins_bytes, r->ins.in.bytes);
     if (core_mono_ns() - r->ins.logged_ns > 2000000000LL) {
         r->ins.logged_ns = core_mono_ns();
         core_log(LOG_INFO, "snapshot install: progress", "\"rows\":%llu,\"bytes\":%llu",
@@ -1129,9 +1124,6 @@ static int install_begin(repl *r, struct raft_io_snapshot_put *req, const struct
     r->ins.failures = 0;
     r->ins.started_ns = r->ins.logged_ns = core_mono_ns();
     snap_inst_init(&r->ins.in, s->index);
-    atomic_store(&r->s_installing, 1);
-    atomic_store(&r->s_ins_rows, 0);
-    atomic_store(&r->s_ins_bytes, 0);
     core_log(LOG_INFO, "snapshot install: fetching the state", "\"index\":%llu,\"source\":\"%s\"",
              (unsigned long long)s->index, r->ins.source);
     install_send(r);
@@ -2132,6 +2124,14 @@ static json_t *status_json(repl *r)
         (json_int_t)r->applied_seq, "ready", atomic_load(&r->s_ready), "leader", leader, "drain",
         r->drain ? json_string(drain_names[r->drain]) : json_null(), "isolated",
         atomic_load(&r->isolated), "nodes", nodes ? nodes : json_array());
+    /* a snapshot being installed: how far it got */
+    if (o)
+        json_object_set_new(
+            o, "install",
+            r->ins.active ? json_pack("{s:I,s:s,s:I,s:I}", "index", (json_int_t)r->ins.in.index,
+                                      "source", r->ins.source, "rows", (json_int_t)r->ins.in.rows,
+                                      "bytes", (json_int_t)r->ins.in.bytes)
+                          : json_null());
     return o;
 }
 
@@ -2516,9 +2516,13 @@ static void on_join(evutil_socket_t fd, short what, void *arg)
             }
             nng_close(s);
             if (ok) {
+                /* accepted: the leader sends the state now; ask again only if
+                 * this node still is not a member long after (each ask
+                 * blocks this thread for up to a few seconds) */
+                struct timeval later = {10, 0};
                 core_log(LOG_INFO, "asked to join", "\"peer\":\"%s\"", target);
                 core_buf_free(&w.b);
-                evtimer_add(r->join_ev, &again);
+                evtimer_add(r->join_ev, &later);
                 return;
             }
             break;

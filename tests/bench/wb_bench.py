@@ -54,6 +54,8 @@ sys.path.insert(0, os.path.join(ROOT, "tests", "system"))
 import pgfix  # noqa: E402
 
 HOST = "127.0.0.1"
+from procstat import proc_cpu, task_cpu  # noqa: E402  (tests/bench)
+
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -84,33 +86,6 @@ def metrics(url, timeout=2.0):
     with urllib.request.urlopen(url + "/metrics", timeout=timeout) as r:
         text = r.read().decode()
     return {k: float(v) for k, v in METRIC.findall(text)}
-
-
-def proc_cpu(pid):
-    """utime + stime of a process (all threads), in seconds; 0 if gone."""
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK
-    except (OSError, IndexError, ValueError):
-        return 0.0
-
-
-def task_cpu(pid):
-    """{tid: cpu seconds} of every thread of pid."""
-    out = {}
-    try:
-        tids = os.listdir("/proc/%d/task" % pid)
-    except OSError:
-        return out
-    for t in tids:
-        try:
-            with open("/proc/%d/task/%s/stat" % (pid, t)) as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            out[int(t)] = (int(fields[11]) + int(fields[12])) / CLK_TCK
-        except (OSError, IndexError, ValueError):
-            pass
-    return out
 
 
 def pg_procs(pg):

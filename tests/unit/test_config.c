@@ -58,7 +58,7 @@ Test(config, defaults)
     cr_assert_str_eq(c.data, "./data");
     cr_assert_geq(c.threads, 1);
     cr_assert_eq(c.threads, (int)sysconf(_SC_NPROCESSORS_ONLN));
-    cr_assert_eq(c.map_size_mb, 1024);
+    cr_assert_eq(c.map_size_mb, 16384);
     cr_assert_eq(c.fsync, 1);
     cr_assert_eq(c.log_level, LOG_INFO);
     cr_assert_str_eq(c.jwt.alg, "HS256");
