@@ -2,6 +2,7 @@
 key (PEM), signed here with the openssl command line like a provider would."""
 
 import os
+import shutil
 import subprocess
 import tempfile
 import time
@@ -20,6 +21,13 @@ def _rs256(priv, header, payload):
 
 def test_rs256_pem_and_algorithm_confusion():
     keys = tempfile.mkdtemp(prefix="circa-idp-")
+    try:
+        _rs256_checks(keys)
+    finally:
+        shutil.rmtree(keys, ignore_errors=True)   # the IdP's keys: never left behind
+
+
+def _rs256_checks(keys):
     priv, pub = os.path.join(keys, "idp.key"), os.path.join(keys, "idp.pub")
     subprocess.run(["openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", priv],
                    check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
