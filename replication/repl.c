@@ -178,7 +178,7 @@ struct repl {
     raft_io_tick_cb tick_cb;
     raft_io_recv_cb recv_cb;
     raft_index next_index; /* where the next append goes */
-    int raft_started, closing;
+    int closing;
     unsigned short prev_state;
 
     /* the open write transaction of this wake-up */
@@ -2633,7 +2633,6 @@ static int raft_boot(repl *r)
         core_log(LOG_ERROR, "raft did not start", "\"error\":\"%s\"", raft_errmsg(&r->raft));
         return CORE_EIO;
     }
-    r->raft_started = 1;
     if (!bootstrapped && cfg->raft.join[0])
         evtimer_add(r->join_ev, &now);
     event_active(r->flush, 0, 0);

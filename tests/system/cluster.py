@@ -108,27 +108,6 @@ class ClusterNode(Node):
         if wait_ready if wait_ready is not None else self._wait_ready:
             self.wait_ready(timeout or self._start_timeout)
 
-    def wait_ready(self, timeout=30.0):
-        """Until GET /readyz answers 200 (the node caught up); fail at once if it exits."""
-        deadline = time.monotonic() + timeout
-        last = None
-        while True:
-            rc = self.proc.poll()
-            if rc is not None:
-                raise AssertionError("%s exited with %d before it was ready (log: %s)"
-                                     % (self.name, rc, self.log_path))
-            try:
-                r = self.request("GET", "/readyz", timeout=2)
-                if r.status == 200:
-                    return
-                last = r
-            except OSError as e:
-                last = e
-            if time.monotonic() > deadline:
-                raise AssertionError("%s not ready after %.0fs (last: %r; log: %s)"
-                                     % (self.name, timeout, last, self.log_path))
-            time.sleep(0.05)
-
     def stop(self, timeout=10.0):
         if self.paused and self.alive():
             self.resume()

@@ -275,21 +275,28 @@ class Node:
              "--config", self.cfg_path],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log)
         log.close()
+        self.wait_ready(timeout)
+
+    def wait_ready(self, timeout=30.0):
+        """Until GET /readyz answers 200 (for a cluster node: caught up); fail at once if the
+        process exits."""
         deadline = time.monotonic() + timeout
+        last = None
         while True:
             rc = self.proc.poll()
             if rc is not None:
-                raise AssertionError("%s exited with %d during startup (log: %s)"
+                raise AssertionError("%s exited with %d before it was ready (log: %s)"
                                      % (self.name, rc, self.log_path))
             try:
                 r = self.request("GET", "/readyz", timeout=2)
                 if r.status == 200:
                     return
-            except OSError:
-                pass
+                last = r
+            except OSError as e:
+                last = e
             if time.monotonic() > deadline:
-                raise AssertionError("%s not ready after %.0fs (log: %s)"
-                                     % (self.name, timeout, self.log_path))
+                raise AssertionError("%s not ready after %.0fs (last: %r; log: %s)"
+                                     % (self.name, timeout, last, self.log_path))
             time.sleep(0.05)
 
     def alive(self):
