@@ -58,6 +58,7 @@
 #define FWD_TIMEOUT_MS 10000
 #define MAX_PEERS      WIRE_MAX_SERVERS
 #define READY_LAG      1000 /* entries behind the commit index still "ready" */
+#define MAX_IN_FLIGHT  2    /* batches on their way before the queue waits */
 
 enum {
     MSG_REQ = 1,
@@ -1403,10 +1404,28 @@ static void propose_entry(repl *r, prop *p)
     r->props = p;
 }
 
+/* Batches this node has on their way: proposed here and not yet applied
+ * (its own and followers' forwarded ones), or forwarded to the leader and
+ * not yet answered. Every round of the log costs each voter an fdatasync
+ * or two, and a disk takes only so many at once; while MAX_IN_FLIGHT
+ * batches are on their way new commands wait in the queue, so under load
+ * batches grow instead of rounds multiplying, and the next batch's append
+ * shares a transaction with the apply that made room for it. */
+static int in_flight(repl *r)
+{
+    uint64_t applied = raft_last_applied(&r->raft);
+    int n = 0;
+    for (prop *p = r->props; p; p = p->next)
+        if (p->kind == 0 && !p->answered &&
+            ((p->term && p->index > applied) || atomic_load(&p->fwd_state)))
+            n++;
+    return n;
+}
+
 /* packs the queued proposals into entries */
 static void propose_queue(repl *r)
 {
-    while (r->queue) {
+    while (r->queue && in_flight(r) < MAX_IN_FLIGHT) {
         prop *p = calloc(1, sizeof *p);
         int cap = 0;
         if (!p)
