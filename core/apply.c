@@ -31,6 +31,9 @@ typedef struct ctx {
     const cmd *c;
     apply_result *res;
     int64_t now_s;
+    char now[21];    /* now_s as RFC 3339 */
+    int64_t *counts; /* count_add deferred: per type */
+    core_buf view;   /* scratch for resource views */
 } ctx;
 
 void apply_result_clear(apply_result *r)
@@ -740,6 +743,10 @@ static int do_apikey(ctx *x)
 
 static int count_add(ctx *x, int type, int delta)
 {
+    if (x->counts) { /* an import: written once at the end of the command */
+        x->counts[type] += delta;
+        return 0;
+    }
     char name[40];
     snprintf(name, sizeof name, "count/%s", core_rtype_name(type));
     return store_meta_put_u64(x->t, name, store_meta_u64(x->t, name) + (uint64_t)(int64_t)delta);
@@ -750,76 +757,403 @@ static int is_staff(int role)
     return role == ROLE_LIBRARIAN || role == ROLE_ADMIN || role == ROLE_SERVICE;
 }
 
-static int do_res_put(ctx *x)
+/* the fields of a resource a write sets */
+typedef struct res_in {
+    core_str title;
+    uint8_t type, premium, n_authors, n_tags;
+    uint32_t copies;
+    const core_str *authors, *tags;
+} res_in;
+
+/* the string value of key in a stored view (types, times: no escapes) */
+static int raw_str(const MDB_val *v, const char *key, char *out, size_t n)
 {
-    const cmd *c = x->c;
-    const core_uuid *rid = &c->u.res_put.id;
-    json_t *old, *r, *authors, *tags;
-    int status = 201, old_type = -1, rc;
-    char created[21], *s;
+    const char *p = raw_after(v, key), *end = (const char *)v->mv_data + v->mv_size, *q;
+    if (!p || p >= end || *p != '"' || !(q = memchr(p + 1, '"', (size_t)(end - p - 1))) ||
+        (size_t)(q - p - 1) >= n)
+        return CORE_EIO;
+    memcpy(out, p + 1, (size_t)(q - p - 1));
+    out[q - p - 1] = '\0';
+    return 0;
+}
+
+/* a JSON string with the escapes jansson's JSON_COMPACT dump uses */
+static int put_jstr(core_buf *b, const char *p, size_t n)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    int rc = core_buf_put(b, "\"", 1);
+    size_t run = 0;
+    for (size_t i = 0; i < n && !rc; i++) {
+        unsigned char ch = (unsigned char)p[i];
+        char esc[6] = {'\\', 0, '0', '0', 0, 0};
+        size_t el = 2;
+        if (ch >= 0x20 && ch != '"' && ch != '\\')
+            continue;
+        rc |= core_buf_put(b, p + run, i - run);
+        run = i + 1;
+        switch (ch) {
+        case '"':
+        case '\\':
+            esc[1] = (char)ch;
+            break;
+        case '\b':
+            esc[1] = 'b';
+            break;
+        case '\f':
+            esc[1] = 'f';
+            break;
+        case '\n':
+            esc[1] = 'n';
+            break;
+        case '\r':
+            esc[1] = 'r';
+            break;
+        case '\t':
+            esc[1] = 't';
+            break;
+        default:
+            esc[1] = 'u';
+            esc[4] = hex[ch >> 4];
+            esc[5] = hex[ch & 15];
+            el = 6;
+        }
+        rc |= core_buf_put(b, esc, el);
+    }
+    rc |= core_buf_put(b, p + run, n - run);
+    return rc | core_buf_put(b, "\"", 1);
+}
+
+static int put_jlist(core_buf *b, const core_str *items, int n)
+{
+    int rc = core_buf_put(b, "[", 1);
+    for (int i = 0; i < n; i++) {
+        if (i)
+            rc |= core_buf_put(b, ",", 1);
+        rc |= put_jstr(b, items[i].p, items[i].len);
+    }
+    return rc | core_buf_put(b, "]", 1);
+}
+
+/* v in decimal into out (no terminator); its length */
+static size_t put_u32(char *out, uint32_t v)
+{
+    char tmp[10];
+    size_t n = 0, i = 0;
+    do
+        tmp[n++] = (char)('0' + v % 10);
+    while ((v /= 10) != 0);
+    while (n)
+        out[i++] = tmp[--n];
+    return i;
+}
+
+/* The stored view of a resource, written directly (it is the hottest write
+ * of an import): the bytes jansson's compact dump of the same object gives,
+ * in the key order every reader expects. */
+static int res_view(ctx *x, const core_uuid *rid, const res_in *in, const char *created)
+{
+    core_buf *b = &x->view;
+    char id[37], num[10];
+    int rc;
+    core_uuid_fmt(rid, id);
+    b->len = 0;
+    rc = core_buf_put(b, "{\"id\":\"", 7) | core_buf_put(b, id, 36) |
+         core_buf_put(b, "\",\"title\":", 10) | put_jstr(b, in->title.p, in->title.len);
+    const char *type = core_rtype_name(in->type);
+    size_t nl = put_u32(num, in->copies);
+    rc |= core_buf_put(b, ",\"type\":\"", 9) | core_buf_put(b, type, strlen(type)) |
+          core_buf_put(b, "\",\"copies\":", 11) | core_buf_put(b, num, nl) |
+          core_buf_put(b, ",\"available\":", 13) | core_buf_put(b, num, nl) |
+          core_buf_put(b, in->premium ? ",\"premium\":true" : ",\"premium\":false",
+                       in->premium ? 15 : 16);
+    rc |= core_buf_put(b, ",\"authors\":", 11) | put_jlist(b, in->authors, in->n_authors) |
+          core_buf_put(b, ",\"tags\":", 8) | put_jlist(b, in->tags, in->n_tags) |
+          core_buf_put(b, ",\"created_at\":\"", 15) | core_buf_put(b, created, strlen(created)) |
+          core_buf_put(b, "\",\"updated_at\":\"", 16) | core_buf_put(b, x->now, strlen(x->now)) |
+          core_buf_put(b, "\"}", 2);
+    return rc ? CORE_ENOMEM : 0;
+}
+
+static int text_ok(core_str s)
+{
+    return core_utf8_count(s.p, s.len) >= 0;
+}
+
+/*
+ * Writes resource rid from in; old is its stored view, or NULL for a new
+ * one. 0 with *status 201 (created) or 200 (replaced); 0 with *status 409
+ * or 422 and *why when the write is refused (nothing written); or a
+ * storage error. A new id has no copies out and no holds (a delete ends
+ * them), so only a replaced resource needs its holds and availability
+ * looked at.
+ */
+static int res_store(ctx *x, const core_uuid *rid, const res_in *in, const MDB_val *old,
+                     int *status, const char **why)
+{
+    int old_type = -1, rc, ok = text_ok(in->title);
+    char created[21], type[32];
     uint8_t tk[17];
 
-    if (!is_staff(c->actor_role))
-        return problem(x, 403, "forbidden", "only librarians change the catalog");
-    old = load_json(x, DB_RES, rid->b, 16);
-    if (old && c->u.res_put.mode == RES_CREATE) {
-        json_decref(old);
-        return problem(x, 409, "conflict", "a resource with this id exists");
-    }
+    for (int i = 0; i < in->n_authors; i++)
+        ok &= text_ok(in->authors[i]);
+    for (int i = 0; i < in->n_tags; i++)
+        ok &= text_ok(in->tags[i]);
+    *status = old ? 200 : 201;
     if (old) {
         copy_scan sc = {0};
-        status = 200;
-        old_type = core_rtype_parse(jget_str(old, "type"));
-        snprintf(created, sizeof created, "%s", jget_str(old, "created_at"));
-        json_decref(old);
-        if ((rc = scan_copies(x, rid, c->u.res_put.copies, &sc)))
+        if (raw_str(old, "\"type\":", type, sizeof type) ||
+            raw_str(old, "\"created_at\":", created, sizeof created))
+            return CORE_EIO;
+        old_type = core_rtype_parse(type);
+        if ((rc = scan_copies(x, rid, in->copies, &sc)))
             return rc;
-        if (sc.max_used > c->u.res_put.copies)
-            return problem(x, 409, "conflict",
-                           "copies that are lent or kept for a hold cannot be removed");
+        if (sc.max_used > in->copies) {
+            *status = 409;
+            *why = "copies that are lent or kept for a hold cannot be removed";
+            return 0;
+        }
     } else {
-        fmt_time(x->now_s, created);
+        memcpy(created, x->now, sizeof created);
     }
-    authors = json_array();
-    tags = json_array();
-    for (int i = 0; i < c->u.res_put.n_authors; i++)
-        json_array_append_new(authors, jstr(c->u.res_put.authors[i]));
-    for (int i = 0; i < c->u.res_put.n_tags; i++)
-        json_array_append_new(tags, jstr(c->u.res_put.tags[i]));
-    r = json_pack("{s:o,s:o,s:s,s:I,s:I,s:b,s:o,s:o,s:s,s:o}", "id", juuid(rid), "title",
-                  jstr(c->u.res_put.title), "type", core_rtype_name(c->u.res_put.type), "copies",
-                  (json_int_t)c->u.res_put.copies, "available", (json_int_t)c->u.res_put.copies,
-                  "premium", c->u.res_put.premium, "authors", authors, "tags", tags, "created_at",
-                  created, "updated_at", jtime(x->now_s));
-    if (!r || json_array_size(authors) != c->u.res_put.n_authors ||
-        json_array_size(tags) != c->u.res_put.n_tags) {
-        json_decref(r);
-        return problem(x, 422, "validation", "text fields must be valid UTF-8");
+    if (!ok) {
+        *status = 422;
+        *why = "text fields must be valid UTF-8";
+        return 0;
     }
-    rc = save_json_only(x, DB_RES, rid->b, 16, r);
-    json_decref(r);
-    if (rc)
+    if ((rc = res_view(x, rid, in, created)) ||
+        (rc = store_put(x->t, DB_RES, rid->b, 16, x->view.p, x->view.len)))
         return rc;
-    if (old_type != c->u.res_put.type) {
+    if (old_type != in->type) {
         if (old_type >= 0) {
             tk[0] = (uint8_t)old_type;
             memcpy(tk + 1, rid->b, 16);
             if ((rc = store_del(x->t, DB_RES_TYPE, tk, 17)) || (rc = count_add(x, old_type, -1)))
                 return rc;
         }
-        tk[0] = c->u.res_put.type;
+        tk[0] = in->type;
         memcpy(tk + 1, rid->b, 16);
-        if ((rc = store_put(x->t, DB_RES_TYPE, tk, 17, "", 0)) ||
-            (rc = count_add(x, c->u.res_put.type, 1)))
+        if ((rc = store_put(x->t, DB_RES_TYPE, tk, 17, "", 0)) || (rc = count_add(x, in->type, 1)))
             return rc;
     }
-    if ((rc = fill_holds(x, rid, c->u.res_put.copies)) || (rc = res_refresh(x, rid)))
+    if (old && ((rc = fill_holds(x, rid, in->copies)) || (rc = res_refresh(x, rid))))
         return rc;
-    MDB_val v;
+    return 0;
+}
+
+static int do_res_put(ctx *x)
+{
+    const cmd *c = x->c;
+    const core_uuid *rid = &c->u.res_put.id;
+    res_in in = {.title = c->u.res_put.title,
+                 .type = c->u.res_put.type,
+                 .premium = c->u.res_put.premium,
+                 .copies = c->u.res_put.copies,
+                 .n_authors = c->u.res_put.n_authors,
+                 .n_tags = c->u.res_put.n_tags,
+                 .authors = c->u.res_put.authors,
+                 .tags = c->u.res_put.tags};
+    MDB_val old, v;
+    const char *why = NULL;
+    int have_old, status, rc;
+
+    if (!is_staff(c->actor_role))
+        return problem(x, 403, "forbidden", "only librarians change the catalog");
+    have_old = store_get(x->t, DB_RES, rid->b, 16, &old) == 0;
+    if (have_old && c->u.res_put.mode == RES_CREATE)
+        return problem(x, 409, "conflict", "a resource with this id exists");
+    if ((rc = res_store(x, rid, &in, have_old ? &old : NULL, &status, &why)))
+        return rc;
+    if (why)
+        return problem(x, status, status == 409 ? "conflict" : "validation", why);
     if (store_get(x->t, DB_RES, rid->b, 16, &v))
         return CORE_EIO;
-    s = strndup(v.mv_data, v.mv_size);
-    return ok_body(x, status, s);
+    return ok_body(x, status, strndup(v.mv_data, v.mv_size));
+}
+
+/* ---- imports ---- */
+
+static int same_list(json_t *a, uint8_t n, const core_str *items)
+{
+    if (!json_is_array(a) || json_array_size(a) != n)
+        return 0;
+    for (uint8_t i = 0; i < n; i++) {
+        json_t *e = json_array_get(a, i);
+        if (!json_is_string(e) || json_string_length(e) != items[i].len ||
+            memcmp(json_string_value(e), items[i].p, items[i].len) != 0)
+            return 0;
+    }
+    return 1;
+}
+
+/* in from a row, with the fields it does not set from the stored view (or
+ * the POST defaults); 1 when that changes nothing stored */
+static int row_merge(const cmd_row *w, json_t *old, res_in *in, core_str *lists)
+{
+    json_t *a;
+    int same;
+    in->title = w->title;
+    in->type = w->type;
+    in->copies = (w->has & ROW_COPIES) || !old
+                     ? ((w->has & ROW_COPIES) ? w->copies : 1)
+                     : (uint32_t)json_integer_value(json_object_get(old, "copies"));
+    in->premium = (w->has & ROW_PREMIUM) || !old
+                      ? w->premium
+                      : (uint8_t)json_is_true(json_object_get(old, "premium"));
+    in->authors = w->authors;
+    in->n_authors = w->n_authors;
+    in->tags = w->tags;
+    in->n_tags = w->n_tags;
+    if (!old)
+        return 0;
+    /* lists the row leaves alone point into the stored view */
+    for (int l = 0; l < 2; l++) {
+        core_str *out = lists + l * CORE_MAX_LIST;
+        size_t i;
+        json_t *e;
+        if (w->has & (l ? ROW_TAGS : ROW_AUTHORS))
+            continue;
+        a = json_object_get(old, l ? "tags" : "authors");
+        if (!json_is_array(a) || json_array_size(a) > CORE_MAX_LIST)
+            continue;
+        json_array_foreach (a, i, e) {
+            out[i].p = json_string_value(e);
+            out[i].len = out[i].p ? (uint32_t)json_string_length(e) : 0;
+        }
+        if (l) {
+            in->tags = out;
+            in->n_tags = (uint8_t)json_array_size(a);
+        } else {
+            in->authors = out;
+            in->n_authors = (uint8_t)json_array_size(a);
+        }
+    }
+    const char *t = json_string_value(json_object_get(old, "title"));
+    same = t && json_string_length(json_object_get(old, "title")) == in->title.len &&
+           memcmp(t, in->title.p, in->title.len) == 0 &&
+           core_rtype_parse(json_string_value(json_object_get(old, "type"))) == in->type &&
+           (uint32_t)json_integer_value(json_object_get(old, "copies")) == in->copies &&
+           json_is_true(json_object_get(old, "premium")) == (in->premium != 0) &&
+           same_list(json_object_get(old, "authors"), in->n_authors, in->authors) &&
+           same_list(json_object_get(old, "tags"), in->n_tags, in->tags);
+    return same;
+}
+
+static int reject_row(json_t *rejected, const cmd_row *w, const char *why)
+{
+    char id[37];
+    core_uuid_fmt(&w->id, id);
+    return json_array_append_new(rejected, json_pack("{s:I,s:s,s:s}", "line", (json_int_t)w->line,
+                                                     "id", id, "reason", why))
+               ? CORE_ENOMEM
+               : 0;
+}
+
+/* a batch of rows of an import file: each row an upsert by id */
+static int do_import(ctx *x)
+{
+    const cmd *c = x->c;
+    uint64_t created = 0, updated = 0, unchanged = 0;
+    json_t *rejected, *body;
+    cmd_row w;
+    size_t off = 0;
+    int rc = 0;
+
+    int64_t counts[RTYPE__COUNT] = {0};
+
+    if (!is_staff(c->actor_role))
+        return problem(x, 403, "forbidden", "only librarians change the catalog");
+    if (!(rejected = json_array()))
+        return CORE_ENOMEM;
+    x->counts = counts;
+    while (cmd_row_next(&c->u.import.rows, &off, &w)) {
+        core_str lists[2 * CORE_MAX_LIST];
+        MDB_val v;
+        json_t *old = NULL;
+        res_in in;
+        const char *why = NULL;
+        int status, have = store_get(x->t, DB_RES, w.id.b, 16, &v) == 0;
+        if (have && !(old = json_loadb(v.mv_data, v.mv_size, 0, NULL))) {
+            rc = CORE_EIO;
+            break;
+        }
+        if (row_merge(&w, old, &in, lists)) {
+            unchanged++;
+            json_decref(old);
+            continue;
+        }
+        rc = res_store(x, &w.id, &in, have ? &v : NULL, &status, &why);
+        json_decref(old);
+        if (rc)
+            break;
+        if (why)
+            rc = reject_row(rejected, &w, why);
+        else if (status == 201)
+            created++;
+        else
+            updated++;
+        if (rc)
+            break;
+    }
+    x->counts = NULL;
+    for (int i = 0; !rc && i < RTYPE__COUNT; i++)
+        if (counts[i])
+            rc = count_add(x, i, (int)counts[i]);
+    body = rc ? NULL
+              : json_pack("{s:I,s:I,s:I,s:o}", "created", (json_int_t)created, "updated",
+                          (json_int_t)updated, "unchanged", (json_int_t)unchanged, "rejected",
+                          rejected);
+    if (rc) {
+        json_decref(rejected);
+        return rc;
+    }
+    if (!body)
+        return CORE_ENOMEM;
+    char *s = json_dumps(body, JSON_COMPACT);
+    json_decref(body);
+    return s ? ok_body(x, 200, s) : CORE_ENOMEM;
+}
+
+static const char *const import_formats[] = {NULL, "library", "jsonl", "csv"};
+
+/* an import file finished: its record, unless the same file was recorded */
+static int do_import_done(ctx *x)
+{
+    const cmd *c = x->c;
+    MDB_val v;
+    json_t *r;
+    char sha[65], *s;
+    int rc;
+
+    if (!is_staff(c->actor_role))
+        return problem(x, 403, "forbidden", "only librarians change the catalog");
+    if (store_get(x->t, DB_IMPORTS, c->u.import_done.sha256, 32, &v) == 0) {
+        json_t *old = json_loadb(v.mv_data, v.mv_size, 0, NULL);
+        if (!old || json_object_set_new(old, "duplicate", json_true())) {
+            json_decref(old);
+            return CORE_EIO;
+        }
+        s = json_dumps(old, JSON_COMPACT);
+        json_decref(old);
+        return s ? ok_body(x, 200, s) : CORE_ENOMEM;
+    }
+    core_hex(c->u.import_done.sha256, 32, sha);
+    sha[64] = '\0';
+    r = json_pack(
+        "{s:s,s:s,s:o,s:I,s:I,s:I,s:I,s:I,s:o,s:o}", "sha256", sha, "format",
+        import_formats[c->u.import_done.format], "name", jstr(c->u.import_done.name), "rows",
+        (json_int_t)c->u.import_done.rows, "created", (json_int_t)c->u.import_done.created,
+        "updated", (json_int_t)c->u.import_done.updated, "unchanged",
+        (json_int_t)c->u.import_done.unchanged, "rejected", (json_int_t)c->u.import_done.rejected,
+        "imported_at", jtime(x->now_s), "by", juuid(&c->actor));
+    if (!r)
+        return CORE_ENOMEM;
+    if (!(s = save_json(x, DB_IMPORTS, c->u.import_done.sha256, 32, r))) {
+        json_decref(r);
+        return CORE_EIO;
+    }
+    json_decref(r);
+    rc = ok_body(x, 201, s);
+    return rc;
 }
 
 typedef struct holds_of {
@@ -1348,6 +1682,7 @@ int apply(struct store_txn *t, uint64_t index, const cmd *c, const uint8_t *enc,
     store_touch touched = {0};
     int rc;
 
+    fmt_time(x.now_s, x.now);
     memset(res, 0, sizeof *res);
     t->touch = &touched;
     if ((rc = expire_holds(&x)) || (rc = idem_trim(&x)))
@@ -1394,6 +1729,12 @@ int apply(struct store_txn *t, uint64_t index, const cmd *c, const uint8_t *enc,
     case CMD_APIKEY_CREATE:
         rc = do_apikey(&x);
         break;
+    case CMD_IMPORT:
+        rc = do_import(&x);
+        break;
+    case CMD_IMPORT_DONE:
+        rc = do_import_done(&x);
+        break;
     default:
         rc = CORE_EINVAL;
     }
@@ -1408,10 +1749,12 @@ done:
         (rc = store_meta_put_u64(t, "applied", index)))
         goto fail;
     store_touch_free(&touched);
+    core_buf_free(&x.view);
     return 0;
 fail:
     t->touch = NULL;
     store_touch_free(&touched);
+    core_buf_free(&x.view);
     apply_result_clear(res);
     return rc;
 }

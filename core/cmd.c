@@ -115,6 +115,78 @@ static void getenum(rd *r, uint8_t *out, int count)
         r->err = 1;
 }
 
+/* a string of getstr's rules that is valid UTF-8 of 1..max code points */
+static core_str get_text(rd *r, uint32_t max)
+{
+    core_str s = getstr(r, 4 * max, 0);
+    long cps = s.p ? core_utf8_count(s.p, s.len) : 0;
+    if (!r->err && (cps < 1 || cps > (long)max))
+        r->err = 1;
+    return s;
+}
+
+int cmd_row_put(core_buf *b, const cmd_row *w)
+{
+    int rc = 0;
+    if (w->n_authors > CORE_MAX_LIST || w->n_tags > CORE_MAX_LIST)
+        return CORE_ERANGE;
+    rc |= put32(b, w->line);
+    rc |= core_buf_put(b, w->id.b, 16);
+    rc |= put8(b, w->has);
+    rc |= put8(b, w->type);
+    rc |= put8(b, w->premium);
+    rc |= put32(b, w->copies);
+    rc |= putstr(b, w->title);
+    rc |= put8(b, w->n_authors);
+    for (int i = 0; i < w->n_authors; i++)
+        rc |= putstr(b, w->authors[i]);
+    rc |= put8(b, w->n_tags);
+    for (int i = 0; i < w->n_tags; i++)
+        rc |= putstr(b, w->tags[i]);
+    return rc ? CORE_ERANGE : 0;
+}
+
+/* one row: every field within the limits the HTTP API enforces, and the
+ * fields the row does not set zero (one encoding per row) */
+static void row_read(rd *r, cmd_row *w)
+{
+    w->line = get32(r);
+    getbytes(r, w->id.b, 16);
+    w->has = get8(r);
+    getenum(r, &w->type, RTYPE__COUNT);
+    w->premium = get8(r);
+    w->copies = get32(r);
+    w->title = get_text(r, CORE_MAX_TITLE);
+    w->n_authors = get8(r);
+    if (w->n_authors > CORE_MAX_LIST)
+        r->err = 1;
+    for (int i = 0; !r->err && i < w->n_authors; i++)
+        w->authors[i] = get_text(r, CORE_MAX_AUTHOR);
+    w->n_tags = get8(r);
+    if (w->n_tags > CORE_MAX_LIST)
+        r->err = 1;
+    for (int i = 0; !r->err && i < w->n_tags; i++)
+        w->tags[i] = get_text(r, CORE_MAX_TAG);
+    if (!w->line || (w->has & ~(ROW_COPIES | ROW_PREMIUM | ROW_AUTHORS | ROW_TAGS)) ||
+        w->premium > 1 || w->copies > CORE_MAX_COPIES || (!(w->has & ROW_COPIES) && w->copies) ||
+        (!(w->has & ROW_PREMIUM) && w->premium) || (!(w->has & ROW_AUTHORS) && w->n_authors) ||
+        (!(w->has & ROW_TAGS) && w->n_tags))
+        r->err = 1;
+}
+
+int cmd_row_next(const core_str *rows, size_t *off, cmd_row *w)
+{
+    rd r;
+    if (*off >= rows->len)
+        return 0;
+    r = (rd){(const uint8_t *)rows->p + *off, rows->len - *off, 0};
+    row_read(&r, w);
+    if (r.err)
+        return 0;
+    *off = rows->len - r.left;
+    return 1;
+}
+
 int cmd_encode(const cmd *c, core_buf *b)
 {
     int rc = 0;
@@ -197,6 +269,23 @@ int cmd_encode(const cmd *c, core_buf *b)
         rc |= core_buf_put(b, c->u.apikey.hash, 32);
         rc |= put8(b, c->u.apikey.role);
         rc |= putstr(b, c->u.apikey.name);
+        break;
+    case CMD_IMPORT:
+        rc |= put32(b, c->u.import.n);
+        rc |= put32(b, c->u.import.rows.len);
+        rc |= core_buf_put(b, c->u.import.rows.p, c->u.import.rows.len);
+        break;
+    case CMD_IMPORT_DONE:
+        if (c->u.import_done.name.len > CMD_MAX_NAME)
+            return CORE_ERANGE;
+        rc |= core_buf_put(b, c->u.import_done.sha256, 32);
+        rc |= put8(b, c->u.import_done.format);
+        rc |= putstr(b, c->u.import_done.name);
+        rc |= put32(b, c->u.import_done.rows);
+        rc |= put32(b, c->u.import_done.created);
+        rc |= put32(b, c->u.import_done.updated);
+        rc |= put32(b, c->u.import_done.unchanged);
+        rc |= put32(b, c->u.import_done.rejected);
         break;
     default:
         return CORE_EINVAL;
@@ -301,6 +390,36 @@ int cmd_decode(const uint8_t *p, size_t len, cmd *c)
         getbytes(&r, c->u.apikey.hash, 32);
         getenum(&r, &c->u.apikey.role, ROLE__COUNT);
         c->u.apikey.name = getstr(&r, 4 * CORE_MAX_KEYNAME, 0);
+        break;
+    case CMD_IMPORT: {
+        rd rows;
+        cmd_row w;
+        c->u.import.n = get32(&r);
+        c->u.import.rows.len = get32(&r);
+        c->u.import.rows.p = (const char *)take(&r, c->u.import.rows.len);
+        if (r.err || !c->u.import.n)
+            return CORE_EINVAL;
+        rows = (rd){(const uint8_t *)c->u.import.rows.p, c->u.import.rows.len, 0};
+        for (uint32_t i = 0; i < c->u.import.n && !rows.err; i++)
+            row_read(&rows, &w);
+        if (rows.err || rows.left)
+            return CORE_EINVAL;
+        break;
+    }
+    case CMD_IMPORT_DONE:
+        getbytes(&r, c->u.import_done.sha256, 32);
+        c->u.import_done.format = get8(&r);
+        c->u.import_done.name = getstr(&r, CMD_MAX_NAME, 1);
+        c->u.import_done.rows = get32(&r);
+        c->u.import_done.created = get32(&r);
+        c->u.import_done.updated = get32(&r);
+        c->u.import_done.unchanged = get32(&r);
+        c->u.import_done.rejected = get32(&r);
+        /* enum imp_format: library, jsonl or csv */
+        if (r.err || c->u.import_done.format < 1 || c->u.import_done.format > 3 ||
+            (c->u.import_done.name.len &&
+             core_utf8_count(c->u.import_done.name.p, c->u.import_done.name.len) < 0))
+            return CORE_EINVAL;
         break;
     default:
         return CORE_EINVAL;

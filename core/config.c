@@ -30,6 +30,7 @@ void core_config_default(core_config *c)
     c->jwt.ttl_s = 3600;
     core_policy_default(&c->policy);
     c->limits.max_body_bytes = 1 << 20;
+    c->limits.max_import_bytes = 256ULL << 20;
     c->limits.max_header_bytes = 16384;
     c->limits.max_json_depth = 16;
     c->limits.rate_per_s = 100;
@@ -93,6 +94,7 @@ static const field policy_fields[] = {
 };
 static const field limits_fields[] = {
     F("max_body_bytes", K_U64, limits.max_body_bytes),
+    F("max_import_bytes", K_U64, limits.max_import_bytes),
     F("max_header_bytes", K_U64, limits.max_header_bytes),
     F("max_json_depth", K_INT, limits.max_json_depth),
     F("rate_per_s", K_NUM, limits.rate_per_s),
@@ -342,6 +344,8 @@ int core_config_check(const core_config *c, char *err, size_t errlen)
         why = "policy.pickup_days must be at most 365";
     else if (c->limits.max_body_bytes < 1024)
         why = "limits.max_body_bytes must be at least 1024";
+    else if (c->limits.max_import_bytes < 1024 || c->limits.max_import_bytes > (1ULL << 30))
+        why = "limits.max_import_bytes must be from 1024 to 1073741824";
     else if (c->limits.max_header_bytes < 1024)
         why = "limits.max_header_bytes must be at least 1024";
     else if (c->limits.max_json_depth < 2 || c->limits.max_json_depth > 64)

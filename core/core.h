@@ -63,6 +63,9 @@ void core_uuid_fmt(const core_uuid *u, char out[37]);
 /* lowercase hex of n bytes into out[2n]; no terminator */
 void core_hex(const uint8_t *p, size_t n, char *out);
 int core_uuid_parse(const char *s, size_t len, core_uuid *u);
+/* the number of code points of s when it is valid UTF-8 (shortest forms,
+ * no surrogates, at most U+10FFFF) without NUL characters; -1 otherwise */
+long core_utf8_count(const char *s, size_t n);
 
 /* ---- actor inboxes ------------------------------------------------------
  * A multi-producer single-consumer intrusive queue (Vyukov) plus an
@@ -157,6 +160,7 @@ typedef struct core_config {
     core_policy policy;
     struct {
         uint64_t max_body_bytes;
+        uint64_t max_import_bytes; /* POST /v1/imports: a whole catalog file */
         uint64_t max_header_bytes;
         int max_json_depth;
         double rate_per_s;
@@ -216,11 +220,14 @@ enum cmd_type {
     CMD_HOLD_PLACE,
     CMD_HOLD_CANCEL,
     CMD_APIKEY_CREATE,
+    CMD_IMPORT,      /* a batch of catalog rows of an import file */
+    CMD_IMPORT_DONE, /* an import file finished: its digest and summary */
     CMD__COUNT
 };
 
 #define CMD_VERSION  1
 #define CMD_MAX_SIZE (64 * 1024)
+#define CMD_MAX_NAME 255 /* CMD_IMPORT_DONE: bytes of the file's name */
 /* 9999-12-31T23:59:59.999Z: times must print as RFC 3339 */
 #define CMD_MAX_TS_MS 253402300799999LL
 
@@ -233,6 +240,19 @@ typedef struct core_str {
 enum { UPD_STATUS = 1, UPD_PLAN = 2, UPD_ROLE = 4, UPD_NAME = 8 };
 /* CMD_RES_PUT modes */
 enum { RES_CREATE = 0, RES_UPSERT = 1 };
+
+/* One catalog row of an import (CMD_IMPORT): an upsert by id. title and
+ * type are always set; the optional fields are set when `has` says so (an
+ * update keeps the stored value of a field the row does not set, a new
+ * resource gets the POST /v1/resources default). */
+enum { ROW_COPIES = 1, ROW_PREMIUM = 2, ROW_AUTHORS = 4, ROW_TAGS = 8 };
+typedef struct cmd_row {
+    uint32_t line; /* 1-based line of the file the row starts on */
+    core_uuid id;
+    uint8_t has, type, premium, n_authors, n_tags;
+    uint32_t copies;
+    core_str title, authors[CORE_MAX_LIST], tags[CORE_MAX_LIST];
+} cmd_row;
 
 typedef struct cmd {
     uint8_t type;
@@ -278,6 +298,16 @@ typedef struct cmd {
             uint8_t role;
             core_str name;
         } apikey;
+        struct {
+            uint32_t n;    /* rows */
+            core_str rows; /* n rows encoded by cmd_row_put */
+        } import;
+        struct {
+            uint8_t sha256[32];
+            uint8_t format; /* enum imp_format, not IMP_AUTO */
+            core_str name;  /* the file's name; may be empty */
+            uint32_t rows, created, updated, unchanged, rejected;
+        } import_done;
     } u;
 } cmd;
 
@@ -290,6 +320,11 @@ void core_buf_free(core_buf *b);
 int core_buf_put(core_buf *b, const void *p, size_t n);
 
 int cmd_encode(const cmd *c, core_buf *out);
+/* CMD_IMPORT rows: cmd_row_put appends one to rows (CORE_ERANGE when a
+ * field is over its limit); cmd_row_next reads the row at *off of a
+ * decoded command's rows and advances *off: 1, or 0 after the last */
+int cmd_row_put(core_buf *rows, const cmd_row *r);
+int cmd_row_next(const core_str *rows, size_t *off, cmd_row *r);
 /* Validates everything: version, type, lengths, enum ranges, trailing bytes. */
 int cmd_decode(const uint8_t *p, size_t len, cmd *c);
 

@@ -22,7 +22,7 @@ struct store {
 static const char *db_names[DB__COUNT] = {
     "meta",   "log",    "users",     "creds",    "emails",   "apikeys", "resources", "res_type",
     "loans",  "uloans", "uactive",   "copies",   "due",      "holds",   "rholds",    "uholds",
-    "hready", "idem",   "idem_time", "stat_day", "stat_res", "outbox",  "raft",
+    "hready", "idem",   "idem_time", "stat_day", "stat_res", "outbox",  "raft",      "imports",
 };
 
 int store_open(const char *dir, uint64_t map_size, int flags, store **out)

@@ -44,6 +44,7 @@ enum store_db {
     DB_STAT_RES,  /* resource id -> checkouts u64 */
     DB_OUTBOX,    /* log index u64 BE -> outbox entry (see store_ob_*) */
     DB_RAFT,      /* node-local raft state: term, vote, snapshot metadata, node id */
+    DB_IMPORTS,   /* sha256 of an imported file -> its import record JSON */
     DB__COUNT
 };
 

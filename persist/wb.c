@@ -33,6 +33,7 @@
 #define LOG_EVERY_S     30
 #define MIGRATE_LOCK    "7120431"
 #define GATHER_MS       50    /* pause after a partial batch */
+#define BATCH_ROWS      20000 /* rows that end a batch, whatever pg.batch says */
 #define CALL_TIMEOUT_MS 30000 /* a statement PostgreSQL has not answered by then failed */
 
 struct wb {
@@ -54,9 +55,9 @@ struct wb {
 };
 
 static const char *cmd_names[CMD__COUNT] = {
-    NULL,          "bootstrap",  "policy",      "tick",          "user_create",
-    "user_update", "res_put",    "res_delete",  "loan_checkout", "loan_return",
-    "loan_renew",  "hold_place", "hold_cancel", "apikey_create",
+    NULL,          "bootstrap",     "policy",        "tick",        "user_create", "user_update",
+    "res_put",     "res_delete",    "loan_checkout", "loan_return", "loan_renew",  "hold_place",
+    "hold_cancel", "apikey_create", "import",        "import_done",
 };
 
 /* ---- connections ---- */
@@ -554,7 +555,10 @@ static int batch_build(wb *w, uint64_t durable, batch *b, char *err, size_t errl
         rc = WB_EGAP;
         goto done;
     }
-    while (mrc == 0 && key.mv_size == 8 && store_rd64(key.mv_data) <= limit) {
+    /* an import's command carries hundreds of rows: a batch also ends
+     * once it holds BATCH_ROWS rows (after its first command) */
+    while (mrc == 0 && key.mv_size == 8 && store_rd64(key.mv_data) <= limit &&
+           (b->commands == 0 || b->used < BATCH_ROWS)) {
         uint64_t idx = store_rd64(key.mv_data);
         store_ob o;
         store_ob_row r;

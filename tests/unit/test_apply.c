@@ -1332,3 +1332,166 @@ Test(apply, restore_replay_reproduces_the_state)
     st = dst;
     cr_assert_eq(db_entries(DB_OUTBOX), 0);
 }
+
+/* ---- resource views and imports ---- */
+
+/* the stored bytes of resource id */
+static char *raw_res(unsigned id)
+{
+    store_txn t;
+    MDB_val v;
+    core_uuid u = ID(id);
+    char *s = NULL;
+    cr_assert_eq(store_begin(st, 0, &t), 0);
+    if (store_get(&t, DB_RES, u.b, 16, &v) == 0)
+        s = strndup(v.mv_data, v.mv_size);
+    store_abort(&t);
+    return s;
+}
+
+Test(apply, resource_views_are_what_jansson_would_write)
+{
+    /* quotes, backslashes, every control character, DEL, non-ASCII and a 4-byte character */
+    char title[80];
+    int n = snprintf(title, sizeof title, "q\"b\\s/ t\tn\nr\rb\bf\f z\x01\x1f\x7f é 😀");
+    cr_assert_lt(n, (int)sizeof title);
+    R r = res_put_full(LIB, ROLE_LIBRARIAN, 900, RES_CREATE, RTYPE_POETRY, 7, 1, title);
+    expect_ok(&r, 201);
+    char *raw = raw_res(900);
+    json_t *j = json_loads(raw, 0, NULL);
+    cr_assert_not_null(j, "stored view is not JSON: %s", raw);
+    char *again = json_dumps(j, JSON_COMPACT);
+    cr_assert_str_eq(raw, again, "jansson writes %s", again);
+    cr_assert_str_eq(json_string_value(json_object_get(j, "title")), title);
+    cr_assert_str_eq(r.raw, raw);
+    free(again);
+    json_decref(j);
+    free(raw);
+}
+
+/* a CMD_IMPORT of the given rows */
+static R import_rows(const cmd_row *rows, int n)
+{
+    static core_buf b;
+    cmd c = base(CMD_IMPORT, LIB, ROLE_LIBRARIAN);
+    b.len = 0;
+    for (int i = 0; i < n; i++)
+        cr_assert_eq(cmd_row_put(&b, &rows[i]), 0);
+    c.u.import.n = (uint32_t)n;
+    c.u.import.rows = (core_str){(const char *)b.p, (uint32_t)b.len};
+    return run(&c);
+}
+
+static cmd_row row(unsigned id, uint32_t line, const char *title, int type)
+{
+    cmd_row w = {.line = line, .type = (uint8_t)type};
+    w.id = ID(id);
+    w.title = (core_str){title, (uint32_t)strlen(title)};
+    return w;
+}
+
+Test(apply, import_rows_are_upserts_by_id)
+{
+    cmd_row rows[3] = {row(910, 1, "New", RTYPE_FANTASY), row(911, 2, "Also new", RTYPE_AUDIO),
+                       row(912, 3, "Third", RTYPE_AUDIO)};
+    rows[1].has = ROW_COPIES | ROW_AUTHORS;
+    rows[1].copies = 3;
+    rows[1].n_authors = 1;
+    rows[1].authors[0] = (core_str){"Someone", 7};
+    R r = import_rows(rows, 3);
+    expect_ok(&r, 200);
+    cr_assert_eq(I(&r, "created"), 3);
+    cr_assert_eq(I(&r, "updated") + I(&r, "unchanged"), 0);
+    cr_assert_eq(json_array_size(json_object_get(r.j, "rejected")), 0);
+    cr_assert_eq(res_int(910, "copies"), 1); /* the POST default */
+    cr_assert_eq(res_int(911, "copies"), 3);
+    char *before = raw_res(911);
+
+    /* the same rows later: nothing written, not even updated_at */
+    g_now += 60000;
+    r = import_rows(rows, 3);
+    expect_ok(&r, 200);
+    cr_assert_eq(I(&r, "unchanged"), 3);
+    char *after = raw_res(911);
+    cr_assert_str_eq(before, after);
+    free(after);
+
+    /* a row without copies or authors keeps the stored ones; a new title is an update */
+    rows[1] = row(911, 5, "Renamed", RTYPE_AUDIO);
+    r = import_rows(rows + 1, 1);
+    expect_ok(&r, 200);
+    cr_assert_eq(I(&r, "updated"), 1);
+    json_t *v = read_json(DB_RES, 911);
+    cr_assert_str_eq(json_string_value(json_object_get(v, "title")), "Renamed");
+    cr_assert_eq(json_integer_value(json_object_get(v, "copies")), 3);
+    cr_assert_str_eq(json_string_value(json_array_get(json_object_get(v, "authors"), 0)),
+                     "Someone");
+    /* created_at kept from the first write */
+    json_t *b = json_loads(before, 0, NULL);
+    cr_assert_str_eq(json_string_value(json_object_get(v, "created_at")),
+                     json_string_value(json_object_get(b, "created_at")));
+    json_decref(b);
+    free(before);
+
+    /* a type change moves the counts */
+    rows[0] = row(910, 1, "New", RTYPE_HISTORY);
+    r = import_rows(rows, 1);
+    expect_ok(&r, 200);
+    cr_assert_eq(read_json(DB_RES, 910) != NULL, 1);
+    store_txn t;
+    cr_assert_eq(store_begin(st, 0, &t), 0);
+    cr_assert_eq(store_meta_u64(&t, "count/FANTASY"), 0);
+    cr_assert_eq(store_meta_u64(&t, "count/HISTORY"), 1);
+    cr_assert_eq(store_meta_u64(&t, "count/AUDIO"), 2);
+    store_abort(&t);
+}
+
+Test(apply, an_import_row_that_would_drop_lent_copies_is_rejected_alone)
+{
+    member(920, PLAN_STANDARD);
+    resource(921, 2, 0);
+    R r = checkout(922, 920, 921);
+    expect_ok(&r, 201);
+    cmd_row rows[2] = {row(921, 4, "A Title", RTYPE_FICTION), row(923, 5, "Fine", RTYPE_FICTION)};
+    rows[0].has = ROW_COPIES;
+    rows[0].copies = 0;
+    r = import_rows(rows, 2);
+    expect_ok(&r, 200);
+    cr_assert_eq(I(&r, "created"), 1);
+    json_t *rej = json_object_get(r.j, "rejected");
+    cr_assert_eq(json_array_size(rej), 1);
+    cr_assert_eq(json_integer_value(json_object_get(json_array_get(rej, 0), "line")), 4);
+    cr_assert_str_eq(json_string_value(json_object_get(json_array_get(rej, 0), "id")), IDS(921));
+    cr_assert_eq(res_int(921, "copies"), 2);
+    /* members may not import */
+    cmd c = base(CMD_IMPORT, 920, ROLE_MEMBER);
+    core_buf b = {0};
+    cr_assert_eq(cmd_row_put(&b, &rows[1]), 0);
+    c.u.import.n = 1;
+    c.u.import.rows = (core_str){(const char *)b.p, (uint32_t)b.len};
+    r = run(&c);
+    expect_problem(&r, 403, "forbidden");
+    core_buf_free(&b);
+}
+
+Test(apply, import_done_records_a_file_once)
+{
+    cmd c = base(CMD_IMPORT_DONE, LIB, ROLE_LIBRARIAN);
+    memset(c.u.import_done.sha256, 0xab, 32);
+    c.u.import_done.format = 2;
+    c.u.import_done.name = (core_str){"rows.jsonl", 10};
+    c.u.import_done.rows = 10;
+    c.u.import_done.created = 9;
+    c.u.import_done.rejected = 1;
+    R r = run(&c);
+    expect_ok(&r, 201);
+    cr_assert_str_eq(S(&r, "format"), "jsonl");
+    cr_assert_str_eq(S(&r, "name"), "rows.jsonl");
+    cr_assert_eq(I(&r, "created"), 9);
+    cr_assert_eq(strlen(S(&r, "sha256")), 64);
+    g_now += 1000;
+    R again = run(&c);
+    expect_ok(&again, 200);
+    cr_assert(json_is_true(json_object_get(again.j, "duplicate")));
+    cr_assert_str_eq(S(&again, "imported_at"), S(&r, "imported_at"));
+}

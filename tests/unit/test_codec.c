@@ -108,8 +108,46 @@ static void sample_cmd(cmd *c, int type, int with_idem)
         c->u.apikey.role = ROLE_SERVICE;
         c->u.apikey.name = S("library-module");
         break;
+    case CMD_IMPORT: {
+        /* two rows: every field set, and only the required ones */
+        static core_buf rows;
+        cmd_row w = {.line = 3,
+                     .has = ROW_COPIES | ROW_PREMIUM | ROW_AUTHORS | ROW_TAGS,
+                     .type = RTYPE_POETRY,
+                     .premium = 1,
+                     .copies = 4,
+                     .title = S("Leaves of Grass"),
+                     .n_authors = 2,
+                     .n_tags = 1};
+        fill_uuid(&w.id, 9);
+        w.authors[0] = S(authors[0]);
+        w.authors[1] = S(authors[1]);
+        w.tags[0] = S(tags[0]);
+        rows.len = 0;
+        cr_assert_eq(cmd_row_put(&rows, &w), 0);
+        w = (cmd_row){.line = 70000, .type = RTYPE_FANTASY, .title = S(authors[2])};
+        fill_uuid(&w.id, 10);
+        cr_assert_eq(cmd_row_put(&rows, &w), 0);
+        c->u.import.n = 2;
+        c->u.import.rows = (core_str){(const char *)rows.p, (uint32_t)rows.len};
+        break;
+    }
+    case CMD_IMPORT_DONE:
+        fill_bytes(c->u.import_done.sha256, 32, 12);
+        c->u.import_done.format = 3;
+        c->u.import_done.name = S("catalog-2026-11-22.csv");
+        c->u.import_done.rows = 1000001;
+        c->u.import_done.created = 5;
+        c->u.import_done.updated = 6;
+        c->u.import_done.unchanged = 7;
+        c->u.import_done.rejected = 8;
+        break;
     }
 }
+
+static void assert_row_eq(const cmd_row *a, const cmd_row *b);
+static void assert_rejected(const cmd *c, const char *what);
+static void assert_accepted(const cmd *c, const char *what);
 
 static void assert_str_eq(core_str a, core_str b, const char *what)
 {
@@ -195,9 +233,143 @@ static void assert_cmd_eq(const cmd *a, const cmd *b)
         cr_assert_eq(a->u.apikey.role, b->u.apikey.role);
         assert_str_eq(a->u.apikey.name, b->u.apikey.name, "key name");
         break;
+    case CMD_IMPORT: {
+        cmd_row ra, rb;
+        size_t oa = 0, ob = 0;
+        uint32_t n = 0;
+        cr_assert_eq(a->u.import.n, b->u.import.n);
+        while (cmd_row_next(&a->u.import.rows, &oa, &ra)) {
+            cr_assert_eq(cmd_row_next(&b->u.import.rows, &ob, &rb), 1);
+            assert_row_eq(&ra, &rb);
+            n++;
+        }
+        cr_assert_eq(cmd_row_next(&b->u.import.rows, &ob, &rb), 0);
+        cr_assert_eq(n, a->u.import.n);
+        break;
+    }
+    case CMD_IMPORT_DONE:
+        cr_assert(memcmp(a->u.import_done.sha256, b->u.import_done.sha256, 32) == 0);
+        cr_assert_eq(a->u.import_done.format, b->u.import_done.format);
+        assert_str_eq(a->u.import_done.name, b->u.import_done.name, "file name");
+        cr_assert_eq(a->u.import_done.rows, b->u.import_done.rows);
+        cr_assert_eq(a->u.import_done.created, b->u.import_done.created);
+        cr_assert_eq(a->u.import_done.updated, b->u.import_done.updated);
+        cr_assert_eq(a->u.import_done.unchanged, b->u.import_done.unchanged);
+        cr_assert_eq(a->u.import_done.rejected, b->u.import_done.rejected);
+        break;
     default:
         cr_assert_fail("unexpected type %d", a->type);
     }
+}
+
+static void assert_row_eq(const cmd_row *a, const cmd_row *b)
+{
+    cr_assert_eq(a->line, b->line);
+    assert_uuid_eq(&a->id, &b->id, "row id");
+    cr_assert_eq(a->has, b->has);
+    cr_assert_eq(a->type, b->type);
+    cr_assert_eq(a->premium, b->premium);
+    cr_assert_eq(a->copies, b->copies);
+    assert_str_eq(a->title, b->title, "row title");
+    cr_assert_eq(a->n_authors, b->n_authors);
+    cr_assert_eq(a->n_tags, b->n_tags);
+    for (int i = 0; i < a->n_authors; i++)
+        assert_str_eq(a->authors[i], b->authors[i], "row author");
+    for (int i = 0; i < a->n_tags; i++)
+        assert_str_eq(a->tags[i], b->tags[i], "row tag");
+}
+
+/* a CMD_IMPORT holding the one row w */
+static void import_of(cmd *c, core_buf *rows, const cmd_row *w)
+{
+    sample_cmd(c, CMD_IMPORT, 0);
+    rows->len = 0;
+    cr_assert_eq(cmd_row_put(rows, w), 0);
+    c->u.import.n = 1;
+    c->u.import.rows = (core_str){(const char *)rows->p, (uint32_t)rows->len};
+}
+
+Test(codec, import_rows_are_checked_like_the_api_checks_a_resource)
+{
+    static char title[4 * CORE_MAX_TITLE + 4];
+    core_buf rows = {0};
+    cmd c;
+    cmd_row ok = {.line = 1, .type = RTYPE_HISTORY, .title = S("SPQR")}, w;
+    fill_uuid(&ok.id, 1);
+
+    import_of(&c, &rows, &ok);
+    assert_accepted(&c, "a minimal row");
+    /* 500 code points of 4 bytes pass, 501 do not */
+    for (int i = 0; i < CORE_MAX_TITLE + 1; i++)
+        memcpy(title + 4 * i, "\xf0\x9f\x93\x9a", 4);
+    w = ok;
+    w.title = (core_str){title, 4 * CORE_MAX_TITLE};
+    import_of(&c, &rows, &w);
+    assert_accepted(&c, "500 code points");
+    w.title = (core_str){title, 4 * CORE_MAX_TITLE + 4};
+    import_of(&c, &rows, &w);
+    assert_rejected(&c, "501 code points");
+    /* every field outside its range, one at a time */
+    static const char *const bad[] = {
+        "line 0",
+        "unknown has bit",
+        "type out of range",
+        "premium 2",
+        "copies over the limit",
+        "copies without ROW_COPIES",
+        "premium alone",
+        "authors without ROW_AUTHORS",
+        "an empty tag",
+        "not UTF-8",
+        "a surrogate",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        w = ok;
+        switch (i) {
+        case 0:
+            w.line = 0;
+            break;
+        case 1:
+            w.has = 16;
+            break;
+        case 2:
+            w.type = RTYPE__COUNT;
+            break;
+        case 3:
+            w.has = ROW_PREMIUM, w.premium = 2;
+            break;
+        case 4:
+            w.has = ROW_COPIES, w.copies = CORE_MAX_COPIES + 1;
+            break;
+        case 5:
+            w.copies = 1;
+            break;
+        case 6:
+            w.premium = 1;
+            break;
+        case 7:
+            w.n_authors = 1, w.authors[0] = S("A");
+            break;
+        case 8:
+            w.has = ROW_TAGS, w.n_tags = 1, w.tags[0] = S("");
+            break;
+        case 9:
+            w.title = S("caf\xe9");
+            break;
+        case 10:
+            w.title = S("\xed\xa0\x80");
+            break;
+        }
+        import_of(&c, &rows, &w);
+        assert_rejected(&c, bad[i]);
+    }
+    /* the row count must match the rows */
+    import_of(&c, &rows, &ok);
+    c.u.import.n = 2;
+    assert_rejected(&c, "n larger than the rows");
+    c.u.import.n = 0;
+    assert_rejected(&c, "no rows");
+    core_buf_free(&rows);
 }
 
 static core_buf encode_ok(const cmd *c)
