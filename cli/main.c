@@ -46,6 +46,7 @@ static const char usage_main[] =
     "  status     show the cluster as a running node sees it\n"
     "  promote    make a node (a caught-up standby) a voter\n"
     "  drain      take a running node out of the cluster and stop it\n"
+    "  import     import catalog files, or the files dropped into a folder\n"
     "\n"
     "`circa COMMAND --help` describes each command. `circa --version` prints the version.\n";
 
@@ -732,5 +733,7 @@ int main(int argc, char **argv)
         return cmd_promote(argc - 1, argv + 1);
     if (strcmp(argv[1], "drain") == 0)
         return cmd_drain(argc - 1, argv + 1);
+    if (strcmp(argv[1], "import") == 0)
+        return cmd_import(argc - 1, argv + 1);
     return cli_usage_error(usage_main, "unknown command");
 }

@@ -4,8 +4,10 @@
  * into the response; the cursor is the last id of the previous page, so a
  * page costs one B-tree seek however deep it is.
  */
+#include "import/import.h"
 #include "net/internal.h"
 
+#include <strings.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -158,4 +160,67 @@ int h_res_delete(req_ctx *c, const core_uuid *id)
         return -1;
     cm.u.target.id = *id;
     return propose(c, &cm);
+}
+
+/* POST /v1/imports: the body is a catalog file; the ingest actor does the
+ * work and the answer comes back through this actor's inbox */
+int h_import(req_ctx *c, const core_uuid *unused)
+{
+    struct evbuffer *in = evhttp_request_get_input_buffer(c->req);
+    const char *fmt = query_get(c, "format"), *name = query_get(c, "name");
+    const char *ctype =
+        evhttp_find_header(evhttp_request_get_input_headers(c->req), "Content-Type");
+    ingest_job *j;
+    int format = IMP_AUTO;
+
+    if (require_role(c, ROLES_STAFF))
+        return -1;
+    if (fmt && (format = imp_format_parse(fmt)) < 0)
+        return reply_problem(c, 422, "validation", "format must be auto, library, jsonl or csv",
+                             "format");
+    if (!fmt && ctype) {
+        /* a media type that names the format, when the query does not */
+        if (strncasecmp(ctype, "text/csv", 8) == 0)
+            format = IMP_CSV;
+        else if (strncasecmp(ctype, "application/x-ndjson", 20) == 0 ||
+                 strncasecmp(ctype, "application/jsonl", 17) == 0)
+            format = IMP_JSONL;
+    }
+    if (name && (strlen(name) > CMD_MAX_NAME || core_utf8_count(name, strlen(name)) < 0))
+        return reply_problem(c, 422, "validation", "name must be valid UTF-8 of at most 255 bytes",
+                             "name");
+    if (atomic_load(&c->a->srv->draining)) {
+        evhttp_add_header(evhttp_request_get_output_headers(c->req), "Retry-After", "1");
+        return reply_problem(c, 503, "unavailable", "this node is shutting down; retry on another",
+                             NULL);
+    }
+    if (wb_backlogged(c->a->srv->wb)) {
+        evhttp_add_header(evhttp_request_get_output_headers(c->req), "Retry-After", "5");
+        atomic_fetch_add(&c->a->srv->wb_refused, 1);
+        return reply_problem(c, 503, "write-behind-backlog",
+                             "writes are paused: PostgreSQL, the system of record, is too far "
+                             "behind; reads still work, retry later",
+                             NULL);
+    }
+    if (!(j = calloc(1, sizeof *j)) || !(j->data = malloc(evbuffer_get_length(in) + 1))) {
+        free(j);
+        return reply_problem(c, 503, "unavailable", "out of memory for this file", NULL);
+    }
+    c->import = j;
+    j->len = evbuffer_get_length(in);
+    evbuffer_remove(in, j->data, j->len);
+    j->format = format;
+    snprintf(j->name, sizeof j->name, "%s", name ? name : "");
+    j->actor = c->who.id;
+    j->actor_role = (uint8_t)c->who.role;
+    j->c = c;
+    j->reply_to = c->a->in;
+    j->link.type = MSG_IMPORTED;
+    atomic_fetch_add(&c->a->srv->inflight, 1);
+    if (ingest_submit(c->a->srv->ingest, j)) {
+        atomic_fetch_sub(&c->a->srv->inflight, 1);
+        evhttp_add_header(evhttp_request_get_output_headers(c->req), "Retry-After", "5");
+        return reply_problem(c, 503, "busy", "imports are queued to the limit; retry later", NULL);
+    }
+    return 0;
 }

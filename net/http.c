@@ -32,8 +32,6 @@
 static const double lat_bounds[LAT_BUCKETS] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
                                                0.05,   0.1,   0.25,   0.5,   1.0,  2.5};
 
-enum { MSG_REPLY = 1, MSG_DRAIN = 2, MSG_STOP = 3, MSG_HASHED = 4 };
-
 static const char *route_names[R__COUNT] = {
     [R_NONE] = "none",
     [R_REGISTER] = "/v1/auth/register",
@@ -68,6 +66,7 @@ static const char *route_names[R__COUNT] = {
     [R_CLUSTER_PROMOTE] = "/v1/cluster/nodes/{id}/promote",
     [R_CLUSTER_DRAIN] = "/v1/cluster/drain",
     [R_CLUSTER_DIGEST] = "/v1/cluster/digest",
+    [R_IMPORT] = "/v1/imports",
     [R_CLUSTER_FAULT] = "/v1/cluster/fault",
     [R_UNMATCHED] = "unmatched",
 };
@@ -120,6 +119,7 @@ static const route routes[] = {
     {EVHTTP_REQ_POST, "/v1/cluster/drain", R_CLUSTER_DRAIN, h_cluster_drain, AUTH_REQUIRED},
     {EVHTTP_REQ_GET, "/v1/cluster/digest", R_CLUSTER_DIGEST, h_cluster_digest, AUTH_REQUIRED},
     {EVHTTP_REQ_PUT, "/v1/cluster/fault", R_CLUSTER_FAULT, h_cluster_fault, AUTH_REQUIRED},
+    {EVHTTP_REQ_POST, "/v1/imports", R_IMPORT, h_import, AUTH_REQUIRED},
 };
 
 /* ---- replies ---- */
@@ -146,6 +146,11 @@ void reply_free(req_ctx *c)
     if (c->job) {
         OPENSSL_cleanse(c->job, sizeof *c->job);
         free(c->job);
+    }
+    if (c->import) {
+        free(c->import->data);
+        free(c->import->body);
+        free(c->import);
     }
     core_buf_free(&c->rq.cmd);
     apply_result_clear(&c->rq.res);
@@ -544,8 +549,12 @@ static void dispatch(struct evhttp_request *req, void *arg)
     }
     c->route = found->id;
     if (evbuffer_get_length(evhttp_request_get_input_buffer(req)) >
-        a->srv->cfg->limits.max_body_bytes) {
-        reply_problem(c, 413, "payload-too-large", "the body is too large", NULL);
+        (found->id == R_IMPORT ? a->srv->cfg->limits.max_import_bytes
+                               : a->srv->cfg->limits.max_body_bytes)) {
+        reply_problem(c, 413, "payload-too-large",
+                      found->id == R_IMPORT ? "the file is larger than limits.max_import_bytes"
+                                            : "the body is too large",
+                      NULL);
         return;
     }
     if (store_renew(&a->rtxn)) {
@@ -743,6 +752,15 @@ static void on_inbox(evutil_socket_t fd, short what, void *arg)
         case MSG_REPLY:
             on_write_reply((req_ctx *)((repl_req *)m)->cookie);
             break;
+        case MSG_IMPORTED: {
+            ingest_job *j = (ingest_job *)m;
+            atomic_fetch_sub(&a->srv->inflight, 1);
+            if (j->status == 503)
+                evhttp_add_header(evhttp_request_get_output_headers(j->c->req), "Retry-After", "1");
+            reply_raw(j->c, j->status, j->problem ? "application/problem+json" : "application/json",
+                      j->body, j->body_len);
+            break;
+        }
         case MSG_HASHED: {
             hash_job *j = (hash_job *)m;
             atomic_fetch_sub(&a->srv->inflight, 1);
@@ -837,8 +855,14 @@ static int actor_init(http_server *s, http_actor *a, int id, char *err, size_t e
     }
     /* evhttp refuses bodies over twice the limit with its own (HTML) 413;
      * dispatch() answers those between the limit and that with a problem */
-    evhttp_set_max_body_size(a->http, (ev_ssize_t)(2 * s->cfg->limits.max_body_bytes));
+    evhttp_set_max_body_size(
+        a->http, (ev_ssize_t)(2 * (s->cfg->limits.max_import_bytes > s->cfg->limits.max_body_bytes
+                                       ? s->cfg->limits.max_import_bytes
+                                       : s->cfg->limits.max_body_bytes)));
     evhttp_set_max_headers_size(a->http, (ev_ssize_t)s->cfg->limits.max_header_bytes);
+    /* read what is left of a refused body before closing, so that the client
+     * reads the 413 instead of a reset connection */
+    evhttp_set_flags(a->http, EVHTTP_SERVER_LINGERING_CLOSE);
     evhttp_set_timeout(a->http, 30);
     evhttp_set_allowed_methods(a->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_PUT |
                                             EVHTTP_REQ_PATCH | EVHTTP_REQ_DELETE | EVHTTP_REQ_HEAD);
@@ -869,6 +893,8 @@ static void actor_free(http_actor *a)
             reply_free((req_ctx *)((repl_req *)m)->cookie);
         else if (m->type == MSG_HASHED)
             reply_free(((hash_job *)m)->c);
+        else if (m->type == MSG_IMPORTED)
+            reply_free(((ingest_job *)m)->c);
         else
             free(m);
     }
@@ -932,9 +958,10 @@ int http_start(const core_config *cfg, store *st, repl *rp, wb *w, http_server *
     s->limiter = rl_new(cfg->limits.rate_per_s, cfg->limits.rate_burst, 1 << 16);
     s->login_limiter = rl_new(5.0 / 300.0, 5, 1 << 16);
     s->hasher = hasher_new(cfg->threads);
+    s->ingest = ingest_new(s);
     s->nactors = cfg->threads;
     s->actors = calloc((size_t)s->nactors, sizeof *s->actors);
-    if (!s->limiter || !s->login_limiter || !s->hasher || !s->actors)
+    if (!s->limiter || !s->login_limiter || !s->hasher || !s->ingest || !s->actors)
         goto fail;
     for (int i = 0; i < s->nactors; i++)
         if ((rc = actor_init(s, &s->actors[i], i, err, errlen)))
@@ -957,6 +984,7 @@ fail:
         pthread_join(s->actors[i].thread, NULL);
     }
     hasher_stop(s->hasher);
+    ingest_stop(s->ingest);
     for (int i = 0; s->actors && i < s->nactors; i++)
         actor_free(&s->actors[i]);
     free(s->actors);
@@ -997,6 +1025,8 @@ void http_stop(http_server *s)
         pthread_join(s->actors[i].thread, NULL);
     hasher_stop(s->hasher);
     s->hasher = NULL;
+    ingest_stop(s->ingest);
+    s->ingest = NULL;
 }
 
 void http_free(http_server *s)

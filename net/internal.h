@@ -52,6 +52,7 @@ enum route_id {
     R_CLUSTER_DRAIN,
     R_CLUSTER_DIGEST,
     R_CLUSTER_FAULT,
+    R_IMPORT,
     R_UNMATCHED,
     R__COUNT
 };
@@ -90,6 +91,34 @@ void hasher_stop(hasher *h);
 /* queues j for c's actor: replies 503 and returns -1 when the pool is full */
 int hash_later(req_ctx *c, hash_job *j);
 
+/* types of the messages an HTTP actor's inbox receives */
+enum { MSG_REPLY = 1, MSG_DRAIN = 2, MSG_STOP = 3, MSG_HASHED = 4, MSG_IMPORTED = 5 };
+
+/* a catalog file to import (POST /v1/imports), done by the ingest actor
+ * (ingest.c); it comes back through reply_to with the answer filled in */
+typedef struct ingest_job {
+    core_msg link;
+    struct ingest_job *next;
+    core_inbox *reply_to;
+    req_ctx *c;
+    uint8_t *data; /* the file, owned by the job */
+    size_t len;
+    int format; /* enum imp_format; IMP_AUTO detects */
+    char name[CMD_MAX_NAME + 1];
+    core_uuid actor;
+    uint8_t actor_role;
+    int status, problem; /* the answer */
+    char *body;
+    size_t body_len;
+} ingest_job;
+
+typedef struct ingest ingest;
+ingest *ingest_new(http_server *s);
+/* 0 queued; -1 when imports are queued to the limit or it stops */
+int ingest_submit(ingest *g, ingest_job *j);
+/* finishes the running import, joins the thread, frees g */
+void ingest_stop(ingest *g);
+
 typedef struct principal {
     int authenticated;
     core_uuid id;
@@ -109,6 +138,7 @@ struct req_ctx {
     char secret[72]; /* a new API key, shown once in the reply */
     json_t *body;    /* kept while a continuation needs its strings */
     hash_job *job;
+    ingest_job *import;
     int (*resume)(req_ctx *c, const core_uuid *id); /* a strong read, once caught up */
     core_uuid resume_id;
 };
@@ -137,6 +167,7 @@ struct http_server {
     auth_verifier *verifier;
     rl *limiter, *login_limiter;
     hasher *hasher;
+    ingest *ingest;
     uint8_t signing_key[32];
     uint8_t grant_key[32];
     int nactors;
@@ -224,5 +255,6 @@ int h_cluster_promote(req_ctx *c, const core_uuid *node);
 int h_cluster_drain(req_ctx *c, const core_uuid *id);
 int h_cluster_digest(req_ctx *c, const core_uuid *id);
 int h_cluster_fault(req_ctx *c, const core_uuid *id);
+int h_import(req_ctx *c, const core_uuid *id);
 
 #endif

@@ -121,7 +121,7 @@ void wire_free_raft(struct raft_message *m);
  * later (entries after the snapshot index are then skipped); the raft_io
  * fetches it in chunks before raft restores (io.c). */
 #define FSM_ENTRY_VERSION 1
-#define FSM_ENTRY_MAX     (256u << 10)
+#define FSM_ENTRY_MAX     (4096u << 10)
 #define FSM_SNAP_VERSION  1
 
 /* appends a command to an entry being built (the header on the first);
