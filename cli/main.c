@@ -1,7 +1,7 @@
 /*
  * main.c — the circa command: serve, token, user add, backup, migrate,
- * restore; status, promote and drain are clients of a running node
- * (cluster.c).
+ * restore; status, promote and drain (cluster.c) and import (import.c) are
+ * clients of a running node (client.c).
  *
  * `serve` composes the modules: configuration (defaults < JSON file <
  * CIRCA_* environment < flags), the LMDB store, the write-behind flusher,

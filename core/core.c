@@ -182,41 +182,41 @@ void core_uuid_fmt(const core_uuid *u, char out[37])
     out[o] = '\0';
 }
 
+size_t core_utf8_seq(const unsigned char *p, size_t left)
+{
+    unsigned c = left ? p[0] : 0, need, cp;
+    if (c == 0)
+        return 0;
+    if (c < 0x80)
+        return 1;
+    if (c >= 0xc2 && c <= 0xdf)
+        need = 1, cp = c & 0x1f;
+    else if (c >= 0xe0 && c <= 0xef)
+        need = 2, cp = c & 0x0f;
+    else if (c >= 0xf0 && c <= 0xf4)
+        need = 3, cp = c & 0x07;
+    else
+        return 0;
+    if (left <= need)
+        return 0;
+    for (unsigned k = 1; k <= need; k++) {
+        if ((p[k] & 0xc0) != 0x80)
+            return 0;
+        cp = cp << 6 | (p[k] & 0x3f);
+    }
+    if ((need == 2 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
+        (need == 3 && (cp < 0x10000 || cp > 0x10ffff)))
+        return 0;
+    return need + 1;
+}
+
 long core_utf8_count(const char *s, size_t n)
 {
     const unsigned char *p = (const unsigned char *)s;
     long cps = 0;
-    size_t i = 0;
-    while (i < n) {
-        unsigned c = p[i], need, cp;
-        if (c == 0)
+    for (size_t i = 0, k; i < n; i += k, cps++)
+        if (!(k = core_utf8_seq(p + i, n - i)))
             return -1;
-        if (c < 0x80) {
-            i++;
-            cps++;
-            continue;
-        }
-        if (c >= 0xc2 && c <= 0xdf)
-            need = 1, cp = c & 0x1f;
-        else if (c >= 0xe0 && c <= 0xef)
-            need = 2, cp = c & 0x0f;
-        else if (c >= 0xf0 && c <= 0xf4)
-            need = 3, cp = c & 0x07;
-        else
-            return -1;
-        if (n - i <= need)
-            return -1;
-        for (unsigned k = 1; k <= need; k++) {
-            if ((p[i + k] & 0xc0) != 0x80)
-                return -1;
-            cp = cp << 6 | (p[i + k] & 0x3f);
-        }
-        if ((need == 2 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
-            (need == 3 && (cp < 0x10000 || cp > 0x10ffff)))
-            return -1;
-        i += need + 1;
-        cps++;
-    }
     return cps;
 }
 

@@ -66,6 +66,9 @@ int core_uuid_parse(const char *s, size_t len, core_uuid *u);
 /* the number of code points of s when it is valid UTF-8 (shortest forms,
  * no surrogates, at most U+10FFFF) without NUL characters; -1 otherwise */
 long core_utf8_count(const char *s, size_t n);
+/* the length (1..4) of the valid UTF-8 sequence at p, of the left bytes
+ * there, by the same rules; 0 when it is not one or is a NUL */
+size_t core_utf8_seq(const unsigned char *p, size_t left);
 
 /* ---- actor inboxes ------------------------------------------------------
  * A multi-producer single-consumer intrusive queue (Vyukov) plus an

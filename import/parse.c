@@ -223,33 +223,6 @@ static const char *imp_wide(const uint8_t *d, size_t n)
 
 /* ---- text ---- */
 
-/* the length of the UTF-8 sequence at p (whose lead byte is >= 0x80) when
- * it is valid as core_utf8_count() has it, else 0 */
-static size_t imp_utf8_seq(const uint8_t *p, const uint8_t *end)
-{
-    uint32_t c = p[0], cp;
-    size_t need;
-    if (c >= 0xc2 && c <= 0xdf)
-        need = 1, cp = c & 0x1f;
-    else if (c >= 0xe0 && c <= 0xef)
-        need = 2, cp = c & 0x0f;
-    else if (c >= 0xf0 && c <= 0xf4)
-        need = 3, cp = c & 0x07;
-    else
-        return 0;
-    if ((size_t)(end - p) <= need)
-        return 0;
-    for (size_t k = 1; k <= need; k++) {
-        if ((p[k] & 0xc0) != 0x80)
-            return 0;
-        cp = cp << 6 | (p[k] & 0x3f);
-    }
-    if ((need == 2 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
-        (need == 3 && (cp < 0x10000 || cp > 0x10ffff)))
-        return 0;
-    return need + 1;
-}
-
 /* 0 when p[0..n) is UTF-8 without NUL bytes; 1 it has a NUL byte; 2 it is
  * not valid UTF-8 */
 static int imp_utf8_check(const uint8_t *p, size_t n)
@@ -272,7 +245,7 @@ static int imp_utf8_check(const uint8_t *p, size_t n)
         } else if (*p < 0x80) {
             p++;
         } else {
-            size_t k = imp_utf8_seq(p, end);
+            size_t k = core_utf8_seq(p, (size_t)(end - p));
             if (!k)
                 return 2;
             p += k;
@@ -305,7 +278,7 @@ static const char *imp_quote(char out[IMP_QUOTE], const char *s, size_t n)
     size_t o = 0;
     out[o++] = '"';
     while (p < end && o < 41) {
-        size_t k = *p >= 0x80 ? imp_utf8_seq(p, end) : 1;
+        size_t k = *p >= 0x80 ? core_utf8_seq(p, (size_t)(end - p)) : 1;
         if (k <= 1) {
             out[o++] = k && *p >= 0x20 && *p != 0x7f ? (char)*p : '?';
             p++;
@@ -744,7 +717,7 @@ static int j_str(jr *j, core_str *out, int keep)
         if (q == end)
             return j_fail(j, "a string never ends");
         if (*q >= 0x80) {
-            size_t k = imp_utf8_seq(q, end);
+            size_t k = core_utf8_seq(q, (size_t)(end - q));
             if (!k)
                 return j_fail(j, "invalid UTF-8");
             j->p += k;

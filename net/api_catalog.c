@@ -189,19 +189,8 @@ int h_import(req_ctx *c, const core_uuid *unused)
     if (name && (strlen(name) > CMD_MAX_NAME || core_utf8_count(name, strlen(name)) < 0))
         return reply_problem(c, 422, "validation", "name must be valid UTF-8 of at most 255 bytes",
                              "name");
-    if (atomic_load(&c->a->srv->draining)) {
-        evhttp_add_header(evhttp_request_get_output_headers(c->req), "Retry-After", "1");
-        return reply_problem(c, 503, "unavailable", "this node is shutting down; retry on another",
-                             NULL);
-    }
-    if (wb_backlogged(c->a->srv->wb)) {
-        evhttp_add_header(evhttp_request_get_output_headers(c->req), "Retry-After", "5");
-        atomic_fetch_add(&c->a->srv->wb_refused, 1);
-        return reply_problem(c, 503, "write-behind-backlog",
-                             "writes are paused: PostgreSQL, the system of record, is too far "
-                             "behind; reads still work, retry later",
-                             NULL);
-    }
+    if (write_admitted(c) < 0)
+        return -1;
     if (!(j = calloc(1, sizeof *j)) || !(j->data = malloc(evbuffer_get_length(in) + 1))) {
         free(j);
         return reply_problem(c, 503, "unavailable", "out of memory for this file", NULL);

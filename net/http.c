@@ -296,12 +296,8 @@ static void on_write_reply(req_ctx *c)
     reply_result(c);
 }
 
-int propose(req_ctx *c, cmd *cm)
+int write_admitted(req_ctx *c)
 {
-    const char *key =
-        evhttp_find_header(evhttp_request_get_input_headers(c->req), "Idempotency-Key");
-    int rc;
-
     if (atomic_load(&c->a->srv->draining)) {
         evhttp_add_header(evhttp_request_get_output_headers(c->req), "Retry-After", "1");
         return reply_problem(c, 503, "unavailable", "this node is shutting down; retry on another",
@@ -316,6 +312,17 @@ int propose(req_ctx *c, cmd *cm)
                              "behind; reads still work, retry later",
                              NULL);
     }
+    return 0;
+}
+
+int propose(req_ctx *c, cmd *cm)
+{
+    const char *key =
+        evhttp_find_header(evhttp_request_get_input_headers(c->req), "Idempotency-Key");
+    int rc;
+
+    if (write_admitted(c) < 0)
+        return -1;
     cm->ts_ms = core_now_ms();
     cm->actor = c->who.id;
     cm->actor_role = (uint8_t)c->who.role;

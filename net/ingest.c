@@ -29,7 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define INGEST_QUEUE      4  /* imports waiting for the one running */
+#define INGEST_QUEUE      4   /* imports waiting for the one running */
 #define INGEST_WINDOW     128 /* CMD_IMPORT commands in flight (8 MiB) */
 #define INGEST_CMD_BUDGET (CMD_MAX_SIZE - 512)
 #define INGEST_REJECTIONS 1000 /* rejections listed in an answer; all are counted */

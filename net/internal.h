@@ -201,6 +201,9 @@ int read_strong(req_ctx *c, int (*fn)(req_ctx *, const core_uuid *), const core_
 #define ROLES_ANY   ((1u << ROLE_MEMBER) | ROLES_STAFF)
 /* builds and submits a command (fills ts, actor, idempotency); replies on failure */
 int propose(req_ctx *c, cmd *cm);
+/* 0 when this node takes writes now; else replies 503 (shutting down, or
+ * write-behind too far behind) and returns -1 */
+int write_admitted(req_ctx *c);
 
 /* role, plan and status from a stored user view */
 void principal_from_user(principal *p, const MDB_val *v);
