@@ -69,6 +69,17 @@ static int cmd_eq(const cmd *a, const cmd *b)
         return !memcmp(a->u.apikey.id.b, b->u.apikey.id.b, 16) &&
                !memcmp(a->u.apikey.hash, b->u.apikey.hash, 32) &&
                a->u.apikey.role == b->u.apikey.role && str_eq(a->u.apikey.name, b->u.apikey.name);
+    case CMD_IMPORT:
+        return a->u.import.n == b->u.import.n && str_eq(a->u.import.rows, b->u.import.rows);
+    case CMD_IMPORT_DONE:
+        return !memcmp(a->u.import_done.sha256, b->u.import_done.sha256, 32) &&
+               a->u.import_done.format == b->u.import_done.format &&
+               str_eq(a->u.import_done.name, b->u.import_done.name) &&
+               a->u.import_done.rows == b->u.import_done.rows &&
+               a->u.import_done.created == b->u.import_done.created &&
+               a->u.import_done.updated == b->u.import_done.updated &&
+               a->u.import_done.unchanged == b->u.import_done.unchanged &&
+               a->u.import_done.rejected == b->u.import_done.rejected;
     }
     return 0;
 }
@@ -172,6 +183,29 @@ int main(int argc, char **argv)
             memset(c.u.apikey.hash, 9, 32);
             c.u.apikey.role = ROLE_SERVICE;
             c.u.apikey.name = (core_str){"svc", 3};
+            break;
+        case CMD_IMPORT: {
+            static core_buf rows;
+            cmd_row w = {
+                .line = 2, .has = ROW_COPIES | ROW_TAGS, .type = RTYPE_POETRY, .copies = 3};
+            w.id.b[0] = 6;
+            w.title = (core_str){"Ariel", 5};
+            w.n_tags = 1;
+            w.tags[0] = (core_str){"verse", 5};
+            rows.len = 0;
+            if (cmd_row_put(&rows, &w))
+                return 1;
+            c.actor_role = ROLE_LIBRARIAN;
+            c.u.import.n = 1;
+            c.u.import.rows = (core_str){(const char *)rows.p, (uint32_t)rows.len};
+            break;
+        }
+        case CMD_IMPORT_DONE:
+            c.actor_role = ROLE_LIBRARIAN;
+            memset(c.u.import_done.sha256, 0x5a, 32);
+            c.u.import_done.format = 2;
+            c.u.import_done.name = (core_str){"rows.jsonl", 10};
+            c.u.import_done.rows = c.u.import_done.created = 1;
             break;
         }
         if (cmd_encode(&c, &b))
