@@ -73,7 +73,9 @@ static int line_valid(const char *p, size_t n, core_uuid *id)
                                        "authors", "tags",  "available", "created_at", "updated_at"};
     json_t *o = json_loadb(p, n, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, NULL), *v;
     const char *k;
-    int ok = json_is_object(o);
+    /* a raw NUL byte rejects a row (import.h); jansson takes one after a
+     * complete value as the end of its input */
+    int ok = json_is_object(o) && !memchr(p, '\0', n);
     if (ok)
         json_object_foreach (o, k, v) {
             size_t i = 0;
