@@ -133,6 +133,10 @@ void cli_problem_text(const cli_call *c, char *buf, size_t len);
 void cli_say_problem(const cli_target *t, const char *what, const cli_call *c);
 /* the answer as a JSON object, or NULL after saying so */
 json_t *cli_answer_object(const cli_target *t, const char *what, const cli_call *c);
+/* a string member of o, "?" when it is missing */
+const char *cli_jstr(json_t *o, const char *key);
+/* an integer member of o as text in buf, "?" when it is missing */
+const char *cli_jint(json_t *o, const char *key, char buf[24]);
 
 void cli_progress_init(cli_progress *p);
 __attribute__((format(printf, 2, 3))) void cli_progress_show(cli_progress *p, const char *fmt, ...);

@@ -555,6 +555,22 @@ void cli_say_problem(const cli_target *t, const char *what, const cli_call *c)
                         "node's --config so that jwt.issuer and jwt.audience match\n");
 }
 
+const char *cli_jstr(json_t *o, const char *key)
+{
+    const char *s = json_string_value(json_object_get(o, key));
+    return s ? s : "?";
+}
+
+/* an integer member as text, "?" when it is missing */
+const char *cli_jint(json_t *o, const char *key, char buf[24])
+{
+    json_t *v = json_object_get(o, key);
+    if (!json_is_integer(v))
+        return "?";
+    snprintf(buf, 24, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+    return buf;
+}
+
 json_t *cli_answer_object(const cli_target *t, const char *what, const cli_call *c)
 {
     json_t *j = json_loadb(c->body, c->len, 0, NULL);

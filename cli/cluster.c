@@ -60,52 +60,38 @@ static const char usage_drain[] =
 
 /* ---- output --------------------------------------------------------------- */
 
-static const char *jstr(json_t *o, const char *key)
-{
-    const char *s = json_string_value(json_object_get(o, key));
-    return s ? s : "?";
-}
-
-/* an integer member as text, "?" when it is missing */
-static const char *jint(json_t *o, const char *key, char buf[24])
-{
-    json_t *v = json_object_get(o, key);
-    if (!json_is_integer(v))
-        return "?";
-    snprintf(buf, 24, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
-    return buf;
-}
-
 static void print_status(json_t *st, const cli_target *t)
 {
     json_t *leader = json_object_get(st, "leader"), *nodes = json_object_get(st, "nodes"), *n;
-    const char *self = jstr(st, "id"), *lid = json_is_object(leader) ? jstr(leader, "id") : NULL;
+    const char *self = cli_jstr(st, "id"),
+               *lid = json_is_object(leader) ? cli_jstr(leader, "id") : NULL;
     const char *drain = json_string_value(json_object_get(st, "drain"));
     json_t *ins = json_object_get(st, "install");
     char a[24], b[24], c[24], line[600];
     int idw = 2, addrw = 4, lag = 0;
     size_t i;
 
-    printf("node     %s  peer %s  http %s\n", self, jstr(st, "address"), t->where);
-    printf("state    %s, role %s, term %s\n", jstr(st, "state"), jstr(st, "role"),
-           jint(st, "term", a));
-    printf("indexes  commit %s, applied %s, last %s\n", jint(st, "commit_index", a),
-           jint(st, "applied_index", b), jint(st, "last_index", c));
+    printf("node     %s  peer %s  http %s\n", self, cli_jstr(st, "address"), t->where);
+    printf("state    %s, role %s, term %s\n", cli_jstr(st, "state"), cli_jstr(st, "role"),
+           cli_jint(st, "term", a));
+    printf("indexes  commit %s, applied %s, last %s\n", cli_jint(st, "commit_index", a),
+           cli_jint(st, "applied_index", b), cli_jint(st, "last_index", c));
     printf("ready    %s\n", json_is_true(json_object_get(st, "ready")) ? "yes" : "no");
     if (lid)
-        printf("leader   %s  peer %s%s\n", lid, jstr(leader, "address"),
+        printf("leader   %s  peer %s%s\n", lid, cli_jstr(leader, "address"),
                strcmp(lid, self) == 0 ? "  (this node)" : "");
     else
         printf("leader   none known\n");
     if (drain)
         printf("drain    %s\n", drain);
     if (json_is_object(ins))
-        printf("install  snapshot %s from %s: %s rows, %s bytes so far\n", jint(ins, "index", a),
-               jstr(ins, "source"), jint(ins, "rows", b), jint(ins, "bytes", c));
+        printf("install  snapshot %s from %s: %s rows, %s bytes so far\n",
+               cli_jint(ins, "index", a), cli_jstr(ins, "source"), cli_jint(ins, "rows", b),
+               cli_jint(ins, "bytes", c));
     if (!json_is_array(nodes) || json_array_size(nodes) == 0)
         return;
     json_array_foreach (nodes, i, n) {
-        int w = (int)strlen(jstr(n, "id")), aw = (int)strlen(jstr(n, "address"));
+        int w = (int)strlen(cli_jstr(n, "id")), aw = (int)strlen(cli_jstr(n, "address"));
         idw = w > idw ? (w > 64 ? 64 : w) : idw;
         addrw = aw > addrw ? (aw > 256 ? 256 : aw) : addrw;
         lag |= json_object_get(n, "match_index") != NULL;
@@ -113,13 +99,13 @@ static void print_status(json_t *st, const cli_target *t)
     printf("\n%-*s  %-*s  %-7s%s\n", idw, "ID", addrw, "PEER", "ROLE",
            lag ? "  MATCH INDEX        LAG" : "");
     json_array_foreach (nodes, i, n) {
-        const char *id = jstr(n, "id");
+        const char *id = cli_jstr(n, "id");
         int is_leader = lid && strcmp(id, lid) == 0, is_self = strcmp(id, self) == 0;
-        int k = snprintf(line, sizeof line, "%-*s  %-*s  %-7s", idw, id, addrw, jstr(n, "address"),
-                         jstr(n, "role"));
+        int k = snprintf(line, sizeof line, "%-*s  %-*s  %-7s", idw, id, addrw,
+                         cli_jstr(n, "address"), cli_jstr(n, "role"));
         if (lag && k > 0 && (size_t)k < sizeof line)
             k += snprintf(line + k, sizeof line - (size_t)k, "  %11s  %9s",
-                          jint(n, "match_index", a), jint(n, "lag", b));
+                          cli_jint(n, "match_index", a), cli_jint(n, "lag", b));
         if (k > 0 && (size_t)k < sizeof line)
             snprintf(line + k, sizeof line - (size_t)k, "  %s%s%s", is_leader ? "leader" : "",
                      is_leader && is_self ? ", " : "", is_self ? "this node" : "");
@@ -246,7 +232,8 @@ int cmd_promote(int argc, char **argv)
     if (!(res = cli_answer_object(&t, what, &c)))
         goto fail;
     printf("node %s is now a %s\n",
-           json_is_string(json_object_get(res, "id")) ? jstr(res, "id") : id, jstr(res, "role"));
+           json_is_string(json_object_get(res, "id")) ? cli_jstr(res, "id") : id,
+           cli_jstr(res, "role"));
     rc = 0;
 fail:
     json_decref(res);

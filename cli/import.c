@@ -174,22 +174,6 @@ __attribute__((format(printf, 2, 3))) static void say(const importer *im, const 
     fflush(stdout);
 }
 
-static const char *jstr(json_t *o, const char *key)
-{
-    const char *s = json_string_value(json_object_get(o, key));
-    return s ? s : "?";
-}
-
-/* an integer member as text, "?" when it is missing */
-static const char *jint(json_t *o, const char *key, char buf[24])
-{
-    json_t *v = json_object_get(o, key);
-    if (!json_is_integer(v))
-        return "?";
-    snprintf(buf, 24, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
-    return buf;
-}
-
 /* s without control characters, into buf (s may be buf): the node's reasons
  * may quote a file, and a file's name may hold any byte */
 static const char *printable(const char *s, char *buf, size_t len)
@@ -216,16 +200,16 @@ static void print_result(const importer *im, const char *label, const cli_call *
     }
     if (json_is_true(json_object_get(r, "duplicate"))) {
         say(im, "%s: already imported (same sha256 %.12s…): nothing changed", label,
-            jstr(r, "sha256"));
+            cli_jstr(r, "sha256"));
         goto done;
     }
     say(im, "%s: created %s, updated %s, unchanged %s, rejected %s (%s, sha256 %.12s…)", label,
-        jint(r, "created", a), jint(r, "updated", b), jint(r, "unchanged", d),
-        jint(r, "rejected", e), jstr(r, "format"), jstr(r, "sha256"));
+        cli_jint(r, "created", a), cli_jint(r, "updated", b), cli_jint(r, "unchanged", d),
+        cli_jint(r, "rejected", e), cli_jstr(r, "format"), cli_jstr(r, "sha256"));
     rej = json_object_get(r, "rejections");
     json_array_foreach (rej, i, x)
-        say(im, "  line %s: %s", jint(x, "line", a),
-            printable(jstr(x, "reason"), reason, sizeof reason));
+        say(im, "  line %s: %s", cli_jint(x, "line", a),
+            printable(cli_jstr(x, "reason"), reason, sizeof reason));
     more = json_integer_value(rejected) - (json_int_t)json_array_size(rej);
     if (json_is_true(json_object_get(r, "rejections_truncated")) && more > 0)
         say(im, "  ... and %" JSON_INTEGER_FORMAT " more", more);

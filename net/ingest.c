@@ -160,32 +160,40 @@ static void submit_rows(ingest *g, const ingest_job *j, slot *s)
     submit(g, j, s, &c);
 }
 
-/* the answer: the record of the import with what this run saw */
-static void answer_done(ingest_job *j, tally *t, apply_result *r)
+/* Answers with an import record (taken): with what this run rejected (t),
+ * or, t NULL, as the record of an earlier import of the same file. 0, or
+ * -1 when rec is not a record. */
+static int answer_record(ingest_job *j, json_t *rec, const tally *t)
 {
-    json_t *rec = r->body ? json_loadb(r->body, r->body_len, 0, NULL) : NULL;
-    int dup = r->status == 200;
     char *s;
-
-    if ((r->status != 201 && r->status != 200) || r->problem || !json_is_object(rec)) {
+    if (!json_is_object(rec)) {
         json_decref(rec);
-        set_answer(j, r->status ? r->status : 500, r->problem, r->body);
-        r->body = NULL;
-        return;
+        return -1;
     }
-    json_object_set_new(rec, "duplicate", json_boolean(dup));
-    if (dup)
-        json_object_set_new(rec, "rejections", json_array());
-    else
-        json_object_set(rec, "rejections", t->rejections);
+    json_object_set_new(rec, "duplicate", json_boolean(!t));
+    json_object_set_new(rec, "rejections", t ? json_incref(t->rejections) : json_array());
     json_object_set_new(rec, "rejections_truncated",
-                        json_boolean(!dup && t->rejected > json_array_size(t->rejections)));
+                        json_boolean(t && t->rejected > json_array_size(t->rejections)));
     s = json_dumps(rec, JSON_COMPACT);
     json_decref(rec);
     if (s)
         set_answer(j, 200, 0, s);
     else
         answer_problem(j, 500, "internal", "out of memory");
+    return 0;
+}
+
+/* the answer to CMD_IMPORT_DONE: 201 recorded now, 200 recorded before */
+static void answer_done(ingest_job *j, tally *t, apply_result *r)
+{
+    if ((r->status != 201 && r->status != 200) || r->problem) {
+        set_answer(j, r->status ? r->status : 500, r->problem, r->body);
+        r->body = NULL;
+        return;
+    }
+    if (answer_record(j, r->body ? json_loadb(r->body, r->body_len, 0, NULL) : NULL,
+                      r->status == 201 ? t : NULL))
+        answer_problem(j, 500, "internal", "the import record cannot be read");
 }
 
 /* a recorded import of this digest, as the answer to the same file again */
@@ -196,20 +204,8 @@ static int answer_recorded(ingest *g, ingest_job *j, const uint8_t sha[32])
     int found = 0;
     if (store_begin(g->srv->st, 0, &t))
         return 0;
-    if (store_get(&t, DB_IMPORTS, sha, 32, &v) == 0) {
-        json_t *rec = json_loadb(v.mv_data, v.mv_size, 0, NULL);
-        if (json_is_object(rec)) {
-            json_object_set_new(rec, "duplicate", json_true());
-            json_object_set_new(rec, "rejections", json_array());
-            json_object_set_new(rec, "rejections_truncated", json_false());
-            char *s = json_dumps(rec, JSON_COMPACT);
-            if (s) {
-                set_answer(j, 200, 0, s);
-                found = 1;
-            }
-        }
-        json_decref(rec);
-    }
+    if (store_get(&t, DB_IMPORTS, sha, 32, &v) == 0)
+        found = answer_record(j, json_loadb(v.mv_data, v.mv_size, 0, NULL), NULL) == 0;
     store_abort(&t);
     return found;
 }

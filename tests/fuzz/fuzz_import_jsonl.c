@@ -43,15 +43,6 @@ static int text_valid(json_t *v, long max)
     return n >= 1 && n <= max;
 }
 
-static int type_of(json_t *v)
-{
-    for (int t = 0; t < RTYPE__COUNT; t++)
-        if (json_string_length(v) == strlen(core_rtype_name(t)) &&
-            !memcmp(json_string_value(v), core_rtype_name(t), json_string_length(v)))
-            return t;
-    return -1;
-}
-
 static int list_valid(json_t *v, long max)
 {
     size_t i;

@@ -31,15 +31,6 @@
 
 /* ---- jansson as the reference ---- */
 
-static int type_of(json_t *v)
-{
-    for (int t = 0; t < RTYPE__COUNT; t++)
-        if (json_string_length(v) == strlen(core_rtype_name(t)) &&
-            !memcmp(json_string_value(v), core_rtype_name(t), json_string_length(v)))
-            return t;
-    return -1;
-}
-
 /* an element of exactly the three keys with valid values; its id into *id */
 static int element_valid(json_t *e, core_uuid *id)
 {

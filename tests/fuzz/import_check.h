@@ -3,7 +3,8 @@
  * shared by the three import fuzz targets (fuzz_import_*.c): an accepted
  * row's fields within the limits of core.h and unchanged through
  * cmd_row_put/cmd_row_next, no id twice, lines and imp_offset never going
- * back, a reason one line of UTF-8. A violation traps.
+ * back, a reason one line of UTF-8. A violation traps. Also the type
+ * lookup the JSON targets' jansson reference uses.
  */
 #ifndef CIRCA_FUZZ_IMPORT_CHECK_H
 #define CIRCA_FUZZ_IMPORT_CHECK_H
@@ -12,6 +13,8 @@
 #include <string.h>
 
 #include "import/import.h"
+
+#include <jansson.h>
 
 typedef struct track {
     core_uuid ids[4096];
@@ -109,6 +112,17 @@ static inline int accepted_before(const track *t, const core_uuid *id)
         if (!memcmp(t->ids[i].b, id->b, 16))
             return 1;
     return 0;
+}
+
+/* the resource type a JSON string names (exactly), or -1: the reference
+ * for the JSON targets */
+static inline int type_of(json_t *v)
+{
+    for (int t = 0; t < RTYPE__COUNT; t++)
+        if (json_string_length(v) == strlen(core_rtype_name(t)) &&
+            !memcmp(json_string_value(v), core_rtype_name(t), json_string_length(v)))
+            return t;
+    return -1;
 }
 
 #endif

@@ -15,8 +15,10 @@ import hmac
 import http.client
 import json
 import os
+import pty
 import random
 import re
+import select
 import shutil
 import signal
 import socket
@@ -512,6 +514,35 @@ class Node:
         r = self.request("GET", "/metrics")
         expect(r, 200)
         return r.body if isinstance(r.body, str) else r.raw.decode()
+
+
+def run_on_pty(args, timeout=20.0):
+    """Runs args with stdout on a pseudo-terminal (stderr piped) until it exits or closes the
+    terminal; returns (exit status, what it wrote on the terminal with CRLF as LF, stderr)."""
+    master, slave = pty.openpty()
+    p = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=slave, stderr=subprocess.PIPE)
+    os.close(slave)
+    raw = b""
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            r, _, _ = select.select([master], [], [], 0.5)
+            if r:
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:  # EIO: the child closed the terminal
+                    break
+                if not chunk:
+                    break
+                raw += chunk
+            elif p.poll() is not None:
+                break
+        rc = p.wait(10)
+    finally:
+        os.close(master)
+    err = p.stderr.read().decode(errors="replace")
+    p.stderr.close()
+    return rc, raw.decode(errors="replace").replace("\r\n", "\n"), err
 
 
 def stop_all():

@@ -11,9 +11,7 @@ the address file DIR/circa.addr, by which `--data DIR` finds the node.
 import http.server
 import json
 import os
-import pty
 import re
-import select
 import shutil
 import subprocess
 import tempfile
@@ -234,29 +232,10 @@ def test_cli_cluster_drain_shows_progress_until_the_node_exits():
 
 
 def test_cli_cluster_drain_progress_is_one_line_on_a_terminal():
-    master, slave = pty.openpty()
     with drain_node() as f:
-        p = subprocess.Popen([harness.BIN, "drain", "--url", f.url, "--token", TOKEN],
-                             stdin=subprocess.DEVNULL, stdout=slave, stderr=subprocess.PIPE)
-        os.close(slave)
-        data = b""
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            r, _, _ = select.select([master], [], [], 0.5)
-            if r:
-                try:
-                    chunk = os.read(master, 4096)
-                except OSError:  # EIO: the child closed the terminal
-                    break
-                if not chunk:
-                    break
-                data += chunk
-            elif p.poll() is not None:
-                break
-        rc = p.wait(10)
-        os.close(master)
-    text = data.decode(errors="replace").replace("\r\n", "\n")
-    assert rc == 0, (rc, text, p.stderr.read())
+        rc, text, err = harness.run_on_pty([harness.BIN, "drain", "--url", f.url, "--token", TOKEN],
+                                           timeout=30)
+    assert rc == 0, (rc, text, err)
     progress, _, rest = text.partition("\n")
     assert progress.split("\r\x1b[K") == ["", "drain: transferring-leadership", "drain: leaving",
                                           "drain: stopping"], repr(text)

@@ -13,9 +13,7 @@ import hashlib
 import http.server
 import json
 import os
-import pty
 import re
-import select
 import shutil
 import signal
 import subprocess
@@ -311,32 +309,12 @@ def test_cli_import_without_an_answer():
 def test_cli_import_progress_bar_on_a_terminal():
     with Tmp() as tmp:
         data = write(os.path.join(tmp, "catalog.csv"), os.urandom(16 << 20))
-        master, slave = pty.openpty()
         with FakeImports([summary(data, "catalog.csv", fmt="csv", created=3) + ({}, 1.3)],
                          read_chunk=1 << 20, read_pause=0.05) as f:
-            p = subprocess.Popen([harness.BIN, "import", "--url", f.url, "--token", TOKEN,
-                                  os.path.join(tmp, "catalog.csv")],
-                                 stdin=subprocess.DEVNULL, stdout=slave, stderr=subprocess.PIPE)
-            os.close(slave)
-            raw = b""
-            deadline = time.monotonic() + 20
-            while time.monotonic() < deadline:
-                r, _, _ = select.select([master], [], [], 0.5)
-                if r:
-                    try:
-                        chunk = os.read(master, 65536)
-                    except OSError:  # EIO: the child closed the terminal
-                        break
-                    if not chunk:
-                        break
-                    raw += chunk
-                elif p.poll() is not None:
-                    break
-            rc = p.wait(10)
-            os.close(master)
+            rc, text, err = harness.run_on_pty([harness.BIN, "import", "--url", f.url, "--token",
+                                                TOKEN, os.path.join(tmp, "catalog.csv")])
             assert f.requests[0][2] == data
-    text = raw.decode(errors="replace").replace("\r\n", "\n")
-    assert rc == 0, (rc, text, p.stderr.read())
+    assert rc == 0, (rc, text, err)
     no_token_shown(text, "")
     progress, _, rest = text.rpartition("\r\x1b[K")
     assert rest == "%s/catalog.csv: created 3, updated 0, unchanged 0, rejected 0 (csv, sha256 " \
