@@ -2064,6 +2064,11 @@ static void on_flush(evutil_socket_t fd, short what, void *arg)
     flush_sent(r);
     txn_commit(r);
     observe(r);
+    /* answers and leadership changes above may have freed a slot the queue
+     * waits for; nothing else may wake this actor (a node that left the
+     * cluster hears from no one), so look again */
+    if (r->queue && in_flight(r) < MAX_IN_FLIGHT)
+        event_active(r->flush, 0, 0);
 }
 
 /* The last thing the actor does: make what raft wrote durable, complete
