@@ -753,9 +753,9 @@ static void failed(wb *w, int rc, const char *err)
 {
     int64_t now = core_mono_ns() / 1000000000;
     char e[512];
-    atomic_fetch_add(&w->errors, 1);
+    /* counted after the log line, so whoever sees the counter move can read why */
     if (w->failing && now - w->last_log_s < LOG_EVERY_S)
-        return;
+        goto count;
     core_json_escape(err, e, sizeof e);
     core_log(LOG_ERROR,
              rc == WB_EGAP ? "write-behind cannot continue"
@@ -765,6 +765,8 @@ static void failed(wb *w, int rc, const char *err)
              (unsigned long long)atomic_load(&w->durable));
     w->failing = 1;
     w->last_log_s = now;
+count:
+    atomic_fetch_add(&w->errors, 1);
 }
 
 /* waits ms or until stop; returns w->stop */

@@ -752,7 +752,9 @@ def test_writebehind_postgres_outage_reads_and_writes_go_on():
 
         pg.start()
         check_equal(n, pg, w)
-        assert "write-behind to PostgreSQL is flowing again" in node_log(n), n.log_tail(10)
+        # the flusher logs this right after the batch that moved the flushed index
+        wait_until(lambda: "write-behind to PostgreSQL is flowing again" in node_log(n), 10,
+                   "the recovery line in the log", lambda: n.log_tail(10))
 
 
 def test_writebehind_kill9_while_flushing():
