@@ -119,7 +119,7 @@ int h_login(req_ctx *c, const core_uuid *unused)
     if (strcmp(s->cfg->jwt.alg, "HS256") != 0)
         return reply_problem(c, 403, "forbidden",
                              "tokens come from the configured identity provider", NULL);
-    if (!c->resume && !repl_leads(s->rp)) {
+    if (!c->caught_up && !repl_leads(s->rp)) {
         /* a follower may not have applied a registration another node
          * acknowledged: before saying "wrong email", ask the leader once */
         char lower[CORE_MAX_EMAIL];

@@ -285,11 +285,17 @@ static void on_write_reply(req_ctx *c)
     atomic_fetch_sub(&c->a->srv->inflight, 1);
     if (c->resume && c->rq.res.status == 200) {
         http_actor *a = c->a; /* the handler's answer frees c */
+        int (*fn)(req_ctx *, const core_uuid *) = c->resume;
+        /* rq is free again: the handler may propose a write with it */
+        c->resume = NULL;
+        c->caught_up = 1;
+        apply_result_clear(&c->rq.res);
+        c->rq.op = 0;
         if (store_renew(&a->rtxn)) {
             reply_problem(c, 503, "unavailable", "the store cannot be read", NULL);
             return;
         }
-        c->resume(c, &c->resume_id);
+        fn(c, &c->resume_id);
         store_reset(&a->rtxn);
         return;
     }
@@ -388,7 +394,9 @@ void principal_from_user(principal *p, const MDB_val *v)
     p->is_user = 1;
 }
 
-static int authenticate(req_ctx *c)
+/* 0 authenticated, -1 answered (refused); with may_defer, 1 when the key
+ * or the token's subject is unknown here (nothing answered yet) */
+static int authenticate(req_ctx *c, int may_defer)
 {
     struct evkeyvalq *h = evhttp_request_get_input_headers(c->req);
     const char *authz = evhttp_find_header(h, "Authorization");
@@ -401,7 +409,7 @@ static int authenticate(req_ctx *c)
         const char *idp;
         auth_apikey_hash(apikey, strlen(apikey), hash);
         if (store_get(read_txn(c), DB_APIKEYS, hash, 32, &v))
-            return reply_problem(c, 401, "unauthorized", "unknown API key", NULL);
+            return may_defer ? 1 : reply_problem(c, 401, "unauthorized", "unknown API key", NULL);
         idp = memmem(v.mv_data, v.mv_size, "\"id\":\"", 6);
         if (!idp || (size_t)(idp - (const char *)v.mv_data) + 6 + 36 > v.mv_size ||
             core_uuid_parse(idp + 6, 36, &p->id))
@@ -430,6 +438,8 @@ static int authenticate(req_ctx *c)
     p->plan = strcmp(cl.plan, "premium") == 0 ? PLAN_PREMIUM : PLAN_STANDARD;
     if (store_get(read_txn(c), DB_USERS, p->id.b, 16, &v) == 0)
         principal_from_user(p, &v);
+    else if (p->role == ROLE_MEMBER && may_defer)
+        return 1;
     else if (p->role == ROLE_MEMBER)
         return reply_problem(c, 401, "unauthorized", "the token's subject is not a registered user",
                              NULL);
@@ -509,6 +519,34 @@ static int match(const char *pattern, const char *path, core_uuid *id, int *bad_
     return *pattern == '\0' && *path == '\0';
 }
 
+/* the route's handler, once the caller is authenticated and within its
+ * rate; synced: this node has caught up with the leader for this request */
+static int run_route(req_ctx *c, const core_uuid *id, int synced)
+{
+    const route *rt = c->rt;
+    if (c->bad_id)
+        return reply_problem(c, 404, "not-found", "no such item", NULL);
+    if (rt->method == EVHTTP_REQ_GET && rt->auth == AUTH_REQUIRED && rt->id != R_CLUSTER &&
+        rt->id != R_CLUSTER_DIGEST) {
+        const char *cons = query_get(c, "consistency");
+        if (cons && strcmp(cons, "strong") != 0 && strcmp(cons, "local") != 0)
+            return reply_problem(c, 422, "validation", "consistency must be local or strong",
+                                 "consistency");
+        if (cons && strcmp(cons, "strong") == 0 && !synced)
+            return read_strong(c, rt->fn, id);
+    }
+    return rt->fn(c, id);
+}
+
+/* a request whose caller was unknown here, after catching up: refused now
+ * if still unknown (its rate was counted before) */
+static int run_caught_up(req_ctx *c, const core_uuid *id)
+{
+    if (authenticate(c, 0) < 0)
+        return -1;
+    return run_route(c, id, 1);
+}
+
 static void dispatch(struct evhttp_request *req, void *arg)
 {
     http_actor *a = arg;
@@ -568,29 +606,25 @@ static void dispatch(struct evhttp_request *req, void *arg)
         reply_problem(c, 503, "unavailable", "the store cannot be read", NULL);
         return;
     }
-    if (found->auth == AUTH_REQUIRED && authenticate(c) < 0)
-        goto done;
+    c->rt = found;
+    c->bad_id = bad_id;
+    if (found->auth == AUTH_REQUIRED) {
+        /* a follower may not have applied a registration or an API key
+         * another node acknowledged: before saying 401, catch up with the
+         * leader once (after the per-address rate limit, so unknown keys
+         * cannot make a node ask the leader without bound) */
+        int rc = authenticate(c, !repl_leads(a->srv->rp));
+        if (rc < 0 || (rc == 1 && rate_limit(c) < 0))
+            goto done;
+        if (rc == 1) {
+            read_strong(c, run_caught_up, &id);
+            goto done;
+        }
+    }
     if (found->id != R_HEALTHZ && found->id != R_READYZ && found->id != R_METRICS &&
         rate_limit(c) < 0)
         goto done;
-    if (bad_id) {
-        reply_problem(c, 404, "not-found", "no such item", NULL);
-        goto done;
-    }
-    if (found->method == EVHTTP_REQ_GET && found->auth == AUTH_REQUIRED && found->id != R_CLUSTER &&
-        found->id != R_CLUSTER_DIGEST) {
-        const char *cons = query_get(c, "consistency");
-        if (cons && strcmp(cons, "strong") != 0 && strcmp(cons, "local") != 0) {
-            reply_problem(c, 422, "validation", "consistency must be local or strong",
-                          "consistency");
-            goto done;
-        }
-        if (cons && strcmp(cons, "strong") == 0) {
-            read_strong(c, found->fn, &id);
-            goto done;
-        }
-    }
-    found->fn(c, &id);
+    run_route(c, &id, 0);
 done:
     store_reset(&a->rtxn);
 }

@@ -139,8 +139,11 @@ struct req_ctx {
     json_t *body;    /* kept while a continuation needs its strings */
     hash_job *job;
     ingest_job *import;
-    int (*resume)(req_ctx *c, const core_uuid *id); /* a strong read, once caught up */
+    int (*resume)(req_ctx *c, const core_uuid *id); /* run once caught up (read_strong) */
     core_uuid resume_id;
+    int caught_up;          /* this request made the node catch up with the leader */
+    const struct route *rt; /* the matched route, run again once caught up */
+    int bad_id;
 };
 
 struct http_actor {
@@ -195,7 +198,8 @@ int require_role(req_ctx *c, unsigned mask);
 /* Runs fn(c, id) again once this node applied everything the leader had
  * committed when asked (the answer is the leader's 503 when there is none):
  * ?consistency=strong, and lookups that must not miss a write another
- * node acknowledged. c->resume says the handler runs for the second time. */
+ * node acknowledged, a caller unknown here. c->caught_up says fn runs after
+ * catching up; c->rq is free again then (fn may propose). */
 int read_strong(req_ctx *c, int (*fn)(req_ctx *, const core_uuid *), const core_uuid *id);
 #define ROLES_STAFF ((1u << ROLE_LIBRARIAN) | (1u << ROLE_ADMIN) | (1u << ROLE_SERVICE))
 #define ROLES_ANY   ((1u << ROLE_MEMBER) | ROLES_STAFF)

@@ -141,6 +141,49 @@ def test_follower_read_your_writes_and_tokens_everywhere():
 
 # ---------------------------------------------------------------- (b)
 
+def test_a_follower_catches_up_before_refusing_an_unknown_caller():
+    """A member or API key created through the leader and used at once on a follower that has
+    not applied it yet: the follower asks the leader before it says 401, so the caller is
+    served; cut off from the leader it cannot tell and says 503 (retry), never a wrong 401."""
+    c = Cluster(3, name="unk", raft=FAST_RAFT)
+    try:
+        ld = c.leader()
+        c.wait_converged()
+        f = c.followers()[0]
+        rid = expect(ld.request("POST", "/v1/resources", {"title": "unk", "type": "AUDIO",
+                                                          "copies": 3}, token=c.lib_token,
+                                headers=key()), 201)["id"]
+        c.wait_caught_up(f)
+        c.isolate(f, True)
+        u = ld.register()
+        tok = ld.login(u["email"])
+        api = expect(ld.request("POST", "/v1/api-keys", {"name": "unk", "role": "librarian"},
+                                token=ld.admin()), 201)["key"]
+        for what, r in (("token", f.request("GET", "/v1/me/loans", token=tok, timeout=15)),
+                        ("API key", f.request("GET", "/v1/resources/" + rid, api_key=api,
+                                              timeout=15))):
+            assert r.status == 503 and r.headers.get("Retry-After"), (what, r)
+        # a caller the leader does not know either is refused once the follower has asked
+        stranger = f.token(str(uuid.uuid4()), "member")
+        c.isolate(f, False)
+        expect(f.request("GET", "/v1/me/loans", token=tok), 200)
+        expect(f.request("GET", "/v1/resources/" + rid, api_key=api), 200)
+        r = f.request("GET", "/v1/me/loans", token=stranger)
+        assert r.status == 401, r
+        check_problem(r, "unauthorized")
+        r = f.request("GET", "/v1/me", api_key="circa_" + "0" * 40)
+        assert r.status == 401, r
+        check_problem(r, "unauthorized")
+        # the same for a write: a new member borrows through a follower right away
+        u2 = ld.register()
+        tok2 = ld.login(u2["email"])
+        expect(f.request("POST", "/v1/loans", {"resource_id": rid}, token=tok2, headers=key()),
+               201)
+        expect(f.request("GET", "/v1/me/loans", token=tok2), 200)
+    finally:
+        c.stop()
+
+
 def test_kill9_leader_under_load_three_rounds():
     c = Cluster(3, name="kill")
     try:
