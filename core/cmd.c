@@ -128,8 +128,14 @@ static core_str get_text(rd *r, uint32_t max)
 int cmd_row_put(core_buf *b, const cmd_row *w)
 {
     int rc = 0;
-    if (w->n_authors > CORE_MAX_LIST || w->n_tags > CORE_MAX_LIST)
+    if (w->n_authors > CORE_MAX_LIST || w->n_tags > CORE_MAX_LIST || w->title.len > 0xffff)
         return CORE_ERANGE;
+    for (int i = 0; i < w->n_authors; i++)
+        if (w->authors[i].len > 0xffff)
+            return CORE_ERANGE;
+    for (int i = 0; i < w->n_tags; i++)
+        if (w->tags[i].len > 0xffff)
+            return CORE_ERANGE;
     rc |= put32(b, w->line);
     rc |= core_buf_put(b, w->id.b, 16);
     rc |= put8(b, w->has);
@@ -143,7 +149,7 @@ int cmd_row_put(core_buf *b, const cmd_row *w)
     rc |= put8(b, w->n_tags);
     for (int i = 0; i < w->n_tags; i++)
         rc |= putstr(b, w->tags[i]);
-    return rc ? CORE_ERANGE : 0;
+    return rc ? CORE_ENOMEM : 0;
 }
 
 /* one row: every field within the limits the HTTP API enforces, and the

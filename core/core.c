@@ -212,11 +212,23 @@ size_t core_utf8_seq(const unsigned char *p, size_t left)
 
 long core_utf8_count(const char *s, size_t n)
 {
+    const uint64_t lo = 0x0101010101010101ull, hi = 0x8080808080808080ull;
     const unsigned char *p = (const unsigned char *)s;
     long cps = 0;
-    for (size_t i = 0, k; i < n; i += k, cps++)
+    size_t i = 0, k;
+    while (i < n) {
+        uint64_t v;
+        /* eight ASCII bytes, none of them NUL, at a time: most text is */
+        if (n - i >= 8 && (memcpy(&v, p + i, 8), !(v & hi) && !((v - lo) & ~v & hi))) {
+            i += 8;
+            cps += 8;
+            continue;
+        }
         if (!(k = core_utf8_seq(p + i, n - i)))
             return -1;
+        i += k;
+        cps++;
+    }
     return cps;
 }
 

@@ -7,13 +7,18 @@
  * run one after another, from a short bounded queue). For each file it
  *   1. takes its SHA-256 and looks it up among the recorded imports: the
  *      same file again is answered from that record, changing nothing;
- *   2. parses it with import/ (format detected or given) and packs the
- *      rows into CMD_IMPORT commands of at most CMD_MAX_SIZE bytes, each
- *      applied atomically by the raft actor, INGEST_WINDOW of them in
- *      flight so parsing and applying overlap and the raft actor gets
- *      large entries (random ids cost a B-tree page per row; a large
- *      transaction shares pages between rows);
- *   3. adds up their answers and the parser's rejections, and ends with
+ *   2. parses the whole file with import/ (format detected or given)
+ *      before sending anything, so a file whose structure breaks is
+ *      refused whole; the good rows, encoded, take about the file's size
+ *      again in memory;
+ *   3. sorts the rows by id and packs them into CMD_IMPORT commands of at
+ *      most CMD_MAX_SIZE bytes, each applied atomically by the raft actor,
+ *      INGEST_WINDOW of them in flight so the raft actor gets large
+ *      entries. The order matters for speed only: ids are random (UUIDv4
+ *      from other systems), and in file order every row of a transaction
+ *      dirties its own B-tree leaf page; in id order a transaction's rows
+ *      share a narrow run of pages;
+ *   4. adds up their answers and the parser's rejections, and ends with
  *      CMD_IMPORT_DONE, which records the digest and the summary.
  * Rows are upserts by id, so a failure midway (no leader, the node stops)
  * leaves a state that the same file sent again completes: the rows that
@@ -210,17 +215,182 @@ static int answer_recorded(ingest *g, ingest_job *j, const uint8_t sha[32])
     return found;
 }
 
+/* a parsed row: its id and where its encoding sits in the import's rows */
+typedef struct parsed {
+    core_uuid id;
+    uint32_t len;
+    size_t off;
+} parsed;
+
+typedef struct parsed_file {
+    core_buf rows; /* every good row, cmd_row_put one after another */
+    parsed *idx;
+    size_t n, cap;
+} parsed_file;
+
+static int by_id(const void *a, const void *b)
+{
+    return memcmp(((const parsed *)a)->id.b, ((const parsed *)b)->id.b, 16);
+}
+
+static int by_line(const void *a, const void *b)
+{
+    json_int_t x = json_integer_value(json_object_get(*(json_t *const *)a, "line"));
+    json_int_t y = json_integer_value(json_object_get(*(json_t *const *)b, "line"));
+    return (x > y) - (x < y);
+}
+
+static void fail_with(tally *t, int status, const char *why)
+{
+    if (!t->failed_status) {
+        t->failed_status = status;
+        snprintf(t->failed, sizeof t->failed, "%s", why);
+    }
+}
+
+/* Pass 1: the whole file into f, rejected rows into t. A file whose
+ * structure breaks sets t->failed_status (422) before anything is sent. */
+static void parse_all(ingest *g, imp_parser *p, tally *t, parsed_file *f)
+{
+    char reason[300];
+    for (;;) {
+        cmd_row w;
+        size_t off = f->rows.len;
+        int rc;
+        if (atomic_load(&g->srv->draining)) {
+            fail_with(t, 503, "this node is shutting down");
+            return;
+        }
+        rc = imp_next(p, &w, reason, sizeof reason);
+        if (rc == IMP_REJECT) {
+            note_rejection(t, w.line, NULL, reason);
+            t->parse_rejected++;
+            continue;
+        }
+        if (rc == CORE_EINVAL) {
+            char d[360];
+            snprintf(d, sizeof d, "the file cannot be imported: %s", reason);
+            fail_with(t, 422, d);
+            return;
+        }
+        if (rc < 0) {
+            fail_with(t, 500, "out of memory");
+            return;
+        }
+        if (rc != 1)
+            return;
+        if ((rc = cmd_row_put(&f->rows, &w))) {
+            f->rows.len = off;
+            if (rc != CORE_ERANGE) {
+                fail_with(t, 500, "out of memory");
+                return;
+            }
+            note_rejection(t, w.line, NULL, "the row is over a field limit");
+            t->parse_rejected++;
+            continue;
+        }
+        if (f->n == f->cap) {
+            size_t cap = f->cap ? f->cap * 2 : 4096;
+            parsed *ni = realloc(f->idx, cap * sizeof *ni);
+            if (!ni) {
+                fail_with(t, 500, "out of memory");
+                return;
+            }
+            f->idx = ni;
+            f->cap = cap;
+        }
+        f->idx[f->n++] = (parsed){w.id, (uint32_t)(f->rows.len - off), off};
+    }
+}
+
+/* Pass 2: the rows in id order as CMD_IMPORT commands, INGEST_WINDOW in
+ * flight, their answers folded into t. In id order each command, and each
+ * raft entry of many commands, touches a narrow run of the B-trees' leaf
+ * pages instead of one page per row. */
+static void send_all(ingest *g, const ingest_job *j, slot *slots, tally *t, const parsed_file *f)
+{
+    slot *cur = NULL;
+    int busy = 0;
+
+    qsort(f->idx, f->n, sizeof *f->idx, by_id);
+    for (size_t i = 0; i <= f->n; i++) {
+        const parsed *r = i < f->n ? &f->idx[i] : NULL;
+        if (r && atomic_load(&g->srv->draining))
+            fail_with(t, 503, "this node is shutting down");
+        if (t->failed_status) { /* nothing more is sent */
+            if (cur)
+                cur->busy = 0;
+            cur = NULL;
+            break;
+        }
+        /* the batch is full, or there are no more rows: send it */
+        if (cur && (!r || cur->rows.len + r->len > INGEST_CMD_BUDGET)) {
+            submit_rows(g, j, cur);
+            busy++;
+            cur = NULL;
+        }
+        if (!r)
+            break;
+        if (!cur) {
+            while (busy == INGEST_WINDOW) {
+                slot *s = wait_answer(g);
+                note_answer(t, s);
+                s->busy = 0;
+                busy--;
+            }
+            for (int k = 0; k < INGEST_WINDOW; k++)
+                if (!slots[k].busy) {
+                    cur = &slots[k];
+                    break;
+                }
+            cur->rows.len = 0;
+            cur->n = 0;
+            cur->busy = 1;
+        }
+        if (core_buf_put(&cur->rows, f->rows.p + r->off, r->len)) {
+            fail_with(t, 500, "out of memory");
+            continue;
+        }
+        cur->n++;
+    }
+    while (busy) {
+        slot *s = wait_answer(g);
+        note_answer(t, s);
+        s->busy = 0;
+        busy--;
+    }
+}
+
+/* the listed rejections in file order: the parser's come first, apply's later */
+static void sort_rejections(tally *t)
+{
+    size_t n = json_array_size(t->rejections);
+    json_t **v = n ? malloc(n * sizeof *v) : NULL, *a = json_array();
+    if (!v || !a) {
+        free(v);
+        json_decref(a);
+        return;
+    }
+    for (size_t i = 0; i < n; i++)
+        v[i] = json_array_get(t->rejections, i);
+    qsort(v, n, sizeof *v, by_line);
+    for (size_t i = 0; i < n; i++)
+        json_array_append(a, v[i]);
+    free(v);
+    json_decref(t->rejections);
+    t->rejections = a;
+}
+
 static void run(ingest *g, ingest_job *j)
 {
     uint8_t sha[32];
     unsigned shalen = 32;
-    char err[300], reason[300];
+    char err[300];
     imp_parser *p = NULL;
     slot slots[INGEST_WINDOW];
-    slot *cur = NULL;
-    core_buf row = {0};
+    parsed_file f = {0};
     tally t = {.rejections = json_array()};
-    int busy = 0, rc = 1;
+    int rc;
 
     memset(slots, 0, sizeof slots);
     if (!t.rejections || EVP_Digest(j->data, j->len, sha, &shalen, EVP_sha256(), NULL) != 1) {
@@ -239,75 +409,12 @@ static void run(ingest *g, ingest_job *j)
         }
         goto out;
     }
-    for (;;) {
-        cmd_row w;
-        if (atomic_load(&g->srv->draining) && !t.failed_status) {
-            t.failed_status = 503;
-            snprintf(t.failed, sizeof t.failed, "this node is shutting down");
-        }
-        rc = t.failed_status ? 0 : imp_next(p, &w, reason, sizeof reason);
-        if (rc == IMP_REJECT) {
-            note_rejection(&t, w.line, NULL, reason);
-            t.parse_rejected++;
-            continue;
-        }
-        if (rc < 0) {
-            if (rc == CORE_EINVAL) {
-                char d[360];
-                snprintf(d, sizeof d, "the file cannot be imported: %s", reason);
-                t.failed_status = 422;
-                snprintf(t.failed, sizeof t.failed, "%s", d);
-            } else if (!t.failed_status) {
-                t.failed_status = 500;
-                snprintf(t.failed, sizeof t.failed, "out of memory");
-            }
-        }
-        row.len = 0;
-        if (rc == 1 && cmd_row_put(&row, &w)) {
-            note_rejection(&t, w.line, NULL, "the row is over a field limit");
-            t.parse_rejected++;
-            continue;
-        }
-        if (cur && t.failed_status) { /* nothing more is sent */
-            cur->busy = 0;
-            cur = NULL;
-        }
-        /* the batch is full, or there are no more rows: send it */
-        if (cur && (rc != 1 || cur->rows.len + row.len > INGEST_CMD_BUDGET)) {
-            submit_rows(g, j, cur);
-            busy++;
-            cur = NULL;
-        }
-        if (rc != 1)
-            break;
-        if (!cur) {
-            while (busy == INGEST_WINDOW) {
-                slot *s = wait_answer(g);
-                note_answer(&t, s);
-                s->busy = 0;
-                busy--;
-            }
-            for (int i = 0; i < INGEST_WINDOW; i++)
-                if (!slots[i].busy) {
-                    cur = &slots[i];
-                    break;
-                }
-            cur->rows.len = 0;
-            cur->n = 0;
-            cur->busy = 1;
-        }
-        core_buf_put(&cur->rows, row.p, row.len);
-        cur->n++;
-    }
-    while (busy) {
-        slot *s = wait_answer(g);
-        note_answer(&t, s);
-        s->busy = 0;
-        busy--;
-    }
+    parse_all(g, p, &t, &f);
+    if (!t.failed_status)
+        send_all(g, j, slots, &t, &f);
     if (t.failed_status) {
         char d[700];
-        if (t.failed_status == 422) {
+        if (t.failed_status == 422 && !t.rows) {
             answer_problem(j, 422, "validation", t.failed);
             goto out;
         }
@@ -318,6 +425,7 @@ static void run(ingest *g, ingest_job *j)
         answer_problem(j, t.failed_status >= 500 ? 503 : t.failed_status, "import-incomplete", d);
         goto out;
     }
+    sort_rejections(&t);
     {
         cmd c = command_of(j, CMD_IMPORT_DONE);
         slot *s = &slots[0];
@@ -340,7 +448,8 @@ out:
         core_buf_free(&slots[i].q.cmd);
         core_buf_free(&slots[i].rows);
     }
-    core_buf_free(&row);
+    core_buf_free(&f.rows);
+    free(f.idx);
     json_decref(t.rejections);
     if (p)
         imp_close(p);

@@ -205,19 +205,23 @@ def test_an_import_killed_halfway_completes_when_sent_again():
     n = Node(name="import-kill")
     try:
         lib = n.librarian()
-        total = 150000
+        # rows are applied in id order, the first command alone and the rest in large
+        # transactions: the file is large enough that the kill, at the first rows seen, lands
+        # well inside the next one
+        total = 300000
         data = jsonl([{"id": str(uid()), "title": "Row %06d" % i, "type": "SCHOLARLY_JOURNAL",
                        "copies": 1 + i % 3} for i in range(total)])
         import threading
         out = {}
         t = threading.Thread(target=lambda: out.setdefault("r", _try_post(n, data, lib)))
         t.start()
-        harness.poll(lambda: counts(n, lib)["SCHOLARLY_JOURNAL"] > 0, timeout=60,
+        harness.poll(lambda: counts(n, lib)["SCHOLARLY_JOURNAL"] > 0, timeout=60, interval=0.002,
                      what="the first rows of the import")
         n.kill9()
         t.join(60)
         n.restart()
         landed = counts(n, lib)["SCHOLARLY_JOURNAL"]
+        print("    killed with %d of %d rows applied" % (landed, total))
         assert 0 < landed < total, landed
         s = expect(post(n, data, lib, timeout=300), 200)
         assert s["duplicate"] is False, s

@@ -1,5 +1,5 @@
 /* Unit tests for core/cmd.c (binary command codec) and the small helpers of core/core.c:
- * uuid parse/format/v7, core_fmt_time, core_problem, core_json_escape. */
+ * uuid parse/format/v7, core_fmt_time, core_problem, core_json_escape, core_utf8_count. */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
@@ -999,4 +999,39 @@ Test(problem, json_escape)
     json_decref(j);
     core_json_escape("anything", out, 1);
     cr_assert_str_eq(out, "");
+}
+
+/* core_utf8_count's eight-bytes-at-a-time ASCII path against the plain
+ * sequence-by-sequence count, for every placement of a NUL, a multi-byte
+ * character or a broken sequence in ASCII text, at every alignment */
+static long utf8_count_slow(const char *s, size_t n)
+{
+    long cps = 0;
+    for (size_t i = 0, k; i < n; i += k, cps++)
+        if (!(k = core_utf8_seq((const unsigned char *)s + i, n - i)))
+            return -1;
+    return cps;
+}
+
+Test(utf8, count_agrees_with_sequence_by_sequence_everywhere)
+{
+    static const char *odd[] = {
+        "\0",       "\x80",         "\xc3\xa9", "\xe2\x82\xac", "\xf0\x9f\x98\x80",
+        "\xc0\x80", "\xed\xa0\x80", "\x7f",     "\xe2\x82",     "\xff"};
+    static const size_t odd_len[] = {1, 1, 2, 3, 4, 2, 3, 1, 2, 1};
+    char buf[64];
+    for (size_t o = 0; o < sizeof odd / sizeof odd[0]; o++)
+        for (size_t len = 0; len <= 40; len++)
+            for (size_t at = 0; at <= len; at++)
+                for (size_t align = 0; align < 8; align++) {
+                    char *s = buf + align;
+                    size_t n = len + odd_len[o];
+                    memset(s, 'a', at);
+                    memcpy(s + at, odd[o], odd_len[o]);
+                    memset(s + at + odd_len[o], 'b', len - at);
+                    cr_assert_eq(core_utf8_count(s, n), utf8_count_slow(s, n),
+                                 "odd %zu, len %zu, at %zu, align %zu", o, len, at, align);
+                }
+    cr_assert_eq(core_utf8_count("abcdefghijklmnop", 16), 16);
+    cr_assert_eq(core_utf8_count("abcdefgh\0", 9), -1);
 }
