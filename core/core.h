@@ -324,8 +324,9 @@ int core_buf_put(core_buf *b, const void *p, size_t n);
 
 int cmd_encode(const cmd *c, core_buf *out);
 /* CMD_IMPORT rows: cmd_row_put appends one to rows (CORE_ERANGE when a
- * field is over its limit, rows unchanged; CORE_ENOMEM); cmd_row_next reads the row at *off of a
- * decoded command's rows and advances *off: 1, or 0 after the last */
+ * field is over its limit, rows unchanged; CORE_ENOMEM); cmd_row_next
+ * reads the row at *off of a decoded command's rows and advances *off:
+ * 1, or 0 after the last */
 int cmd_row_put(core_buf *rows, const cmd_row *r);
 int cmd_row_next(const core_str *rows, size_t *off, cmd_row *r);
 /* Validates everything: version, type, lengths, enum ranges, trailing bytes. */

@@ -290,7 +290,6 @@ static void on_write_reply(req_ctx *c)
         c->resume = NULL;
         c->caught_up = 1;
         apply_result_clear(&c->rq.res);
-        c->rq.op = 0;
         if (store_renew(&a->rtxn)) {
             reply_problem(c, 503, "unavailable", "the store cannot be read", NULL);
             return;
@@ -438,11 +437,10 @@ static int authenticate(req_ctx *c, int may_defer)
     p->plan = strcmp(cl.plan, "premium") == 0 ? PLAN_PREMIUM : PLAN_STANDARD;
     if (store_get(read_txn(c), DB_USERS, p->id.b, 16, &v) == 0)
         principal_from_user(p, &v);
-    else if (p->role == ROLE_MEMBER && may_defer)
-        return 1;
     else if (p->role == ROLE_MEMBER)
-        return reply_problem(c, 401, "unauthorized", "the token's subject is not a registered user",
-                             NULL);
+        return may_defer ? 1
+                         : reply_problem(c, 401, "unauthorized",
+                                         "the token's subject is not a registered user", NULL);
     /* checked on every request, after the token cache: a block takes effect at once */
     if (p->status == USTATUS_BLOCKED)
         return reply_problem(c, 403, "member-blocked", "this account is blocked", NULL);
@@ -520,8 +518,8 @@ static int match(const char *pattern, const char *path, core_uuid *id, int *bad_
 }
 
 /* the route's handler, once the caller is authenticated and within its
- * rate; synced: this node has caught up with the leader for this request */
-static int run_route(req_ctx *c, const core_uuid *id, int synced)
+ * rate (a strong read needs no barrier when the request caught up already) */
+static int run_route(req_ctx *c, const core_uuid *id)
 {
     const route *rt = c->rt;
     if (c->bad_id)
@@ -532,7 +530,7 @@ static int run_route(req_ctx *c, const core_uuid *id, int synced)
         if (cons && strcmp(cons, "strong") != 0 && strcmp(cons, "local") != 0)
             return reply_problem(c, 422, "validation", "consistency must be local or strong",
                                  "consistency");
-        if (cons && strcmp(cons, "strong") == 0 && !synced)
+        if (cons && strcmp(cons, "strong") == 0 && !c->caught_up)
             return read_strong(c, rt->fn, id);
     }
     return rt->fn(c, id);
@@ -544,7 +542,7 @@ static int run_caught_up(req_ctx *c, const core_uuid *id)
 {
     if (authenticate(c, 0) < 0)
         return -1;
-    return run_route(c, id, 1);
+    return run_route(c, id);
 }
 
 static void dispatch(struct evhttp_request *req, void *arg)
@@ -614,17 +612,15 @@ static void dispatch(struct evhttp_request *req, void *arg)
          * leader once (after the per-address rate limit, so unknown keys
          * cannot make a node ask the leader without bound) */
         int rc = authenticate(c, !repl_leads(a->srv->rp));
-        if (rc < 0 || (rc == 1 && rate_limit(c) < 0))
-            goto done;
-        if (rc == 1) {
+        if (rc == 1 && rate_limit(c) == 0)
             read_strong(c, run_caught_up, &id);
+        if (rc != 0)
             goto done;
-        }
     }
     if (found->id != R_HEALTHZ && found->id != R_READYZ && found->id != R_METRICS &&
         rate_limit(c) < 0)
         goto done;
-    run_route(c, &id, 0);
+    run_route(c, &id);
 done:
     store_reset(&a->rtxn);
 }

@@ -248,6 +248,14 @@ static void fail_with(tally *t, int status, const char *why)
     }
 }
 
+/* the file's structure is broken: refused whole (422) */
+static void unimportable(tally *t, const char *why)
+{
+    char d[360];
+    snprintf(d, sizeof d, "the file cannot be imported: %s", why);
+    fail_with(t, 422, d);
+}
+
 /* Pass 1: the whole file into f, rejected rows into t. A file whose
  * structure breaks sets t->failed_status (422) before anything is sent. */
 static void parse_all(ingest *g, imp_parser *p, tally *t, parsed_file *f)
@@ -268,9 +276,7 @@ static void parse_all(ingest *g, imp_parser *p, tally *t, parsed_file *f)
             continue;
         }
         if (rc == CORE_EINVAL) {
-            char d[360];
-            snprintf(d, sizeof d, "the file cannot be imported: %s", reason);
-            fail_with(t, 422, d);
+            unimportable(t, reason);
             return;
         }
         if (rc < 0) {
@@ -400,16 +406,14 @@ static void run(ingest *g, ingest_job *j)
     if (answer_recorded(g, j, sha))
         goto out;
     if ((rc = imp_open(j->data, j->len, j->format, &p, err, sizeof err))) {
-        if (rc == CORE_EINVAL) {
-            char d[360];
-            snprintf(d, sizeof d, "the file cannot be imported: %s", err);
-            answer_problem(j, 422, "validation", d);
-        } else {
+        if (rc != CORE_EINVAL) {
             answer_problem(j, 500, "internal", "out of memory");
+            goto out;
         }
-        goto out;
+        unimportable(&t, err);
+    } else {
+        parse_all(g, p, &t, &f);
     }
-    parse_all(g, p, &t, &f);
     if (!t.failed_status)
         send_all(g, j, slots, &t, &f);
     if (t.failed_status) {
