@@ -302,10 +302,15 @@ static int cmd_serve(int argc, char **argv)
             return 0;
         }
     }
+    /* the address file goes first: once /readyz answers, `circa status --data`
+     * must find the node */
+    int addr_file = cli_addr_write(cfg.data, cfg.listen) == 0;
     if (http_start(&cfg, st, rp, w, &hs, err, sizeof err)) {
         char e[600];
         core_json_escape(err, e, sizeof e);
         core_log(LOG_ERROR, "cannot start HTTP", "\"error\":\"%s\"", e);
+        if (addr_file)
+            cli_addr_remove(cfg.data);
         repl_stop(rp);
         wb_stop(w);
         store_close(st);
@@ -318,7 +323,7 @@ static int cmd_serve(int argc, char **argv)
         core_log(LOG_INFO, "serving",
                  "\"listen\":\"%s\",\"data\":\"%s\",\"threads\":%d,\"fsync\":%s", l, d, cfg.threads,
                  cfg.fsync ? "true" : "false");
-        if (cli_addr_write(cfg.data, cfg.listen))
+        if (!addr_file)
             core_log(LOG_WARN, "cannot write the address file circa.addr", "\"data\":\"%s\"", d);
     }
     do {
